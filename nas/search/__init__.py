@@ -1,0 +1,1 @@
+"""Search: controller, searcher, scheduler and Pareto maths."""

@@ -1,0 +1,91 @@
+"""What a finished or running search trial looks like once read back from the Optuna study.
+
+This is the one shape that the controller writes and that ``nas pareto``, ``nas report``,
+tracking and export read. Layout inside Optuna (one study per search name):
+
+- ``study.metric_names``: the objective names, in the order of ``trial.values``;
+  ``study.user_attrs["objectives"]``: {name: "max" | "min"}.
+- ``trial.params``: the architecture params sampled by the space (all that travels).
+- ``trial.values``: final objectives, only for COMPLETE trials (full fidelity).
+- ``trial.user_attrs["history"]``: list of per-epoch metric dicts (``epoch``, ``val_acc``,
+  ``energy_uj``, ``sops``, ``macs``, ``firing_rate``, ``params``, ``time_steps``, ...).
+- ``trial.user_attrs["last_values"]``: {objective: value} of a PRUNED trial's last epoch.
+- ``trial.user_attrs["fail_reason"]``: one line, for FAIL trials (``"interrupted"`` for trials that
+  were in flight when the controller stopped).
+- ``trial.user_attrs["family"]``, ``["time_steps"]``, ``["model_params"]``: what was built.
+- constraints: ``trial.set_constraint(name, value)``; feasible when every value is <= 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+COMPLETE = "COMPLETE"
+PRUNED = "PRUNED"
+FAIL = "FAIL"
+RUNNING = "RUNNING"
+WAITING = "WAITING"
+
+
+@dataclass
+class TrialRecord:
+    """One trial of a search, independent of Optuna and MLflow objects."""
+
+    number: int
+    state: str
+    params: dict[str, Any]
+    values: dict[str, float] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    constraints: tuple[float, ...] | None = None  # sorted by constraint name
+    started: dt.datetime | None = None
+    completed: dt.datetime | None = None
+
+    @property
+    def feasible(self) -> bool:
+        """True when the trial declared no constraint or satisfies all of them (<= 0)."""
+        return self.constraints is None or all(c <= 0 for c in self.constraints)
+
+    @property
+    def family(self) -> str | None:
+        return self.user_attrs.get("family")
+
+    @property
+    def fail_reason(self) -> str | None:
+        return self.user_attrs.get("fail_reason")
+
+    @property
+    def last_metrics(self) -> dict[str, Any]:
+        """The metrics of the last epoch the trial reported (empty if none)."""
+        return dict(self.history[-1]) if self.history else {}
+
+
+def records_from_study(study: Any) -> list[TrialRecord]:
+    """Convert every trial of an ``optuna.Study`` into a ``TrialRecord`` (ordered by number)."""
+    names = list(study.metric_names or [])
+    out: list[TrialRecord] = []
+    for t in study.get_trials(deepcopy=False):
+        values = None
+        if t.values is not None and t.state.name == COMPLETE:
+            values = dict(zip(names, t.values, strict=True)) if names else dict(enumerate(t.values))
+        # Optuna 5 keeps trial.set_constraint(key, value) as system attr "constraints:<key>".
+        constraint_items = sorted(
+            (k, v) for k, v in t.system_attrs.items() if k.startswith("constraints:")
+        )
+        constraints = tuple(float(v) for _, v in constraint_items) if constraint_items else None
+        out.append(
+            TrialRecord(
+                number=t.number,
+                state=t.state.name,
+                params=dict(t.params),
+                values=values,
+                history=list(t.user_attrs.get("history", [])),
+                user_attrs=dict(t.user_attrs),
+                constraints=constraints,
+                started=t.datetime_start,
+                completed=t.datetime_complete,
+            )
+        )
+    return sorted(out, key=lambda r: r.number)
