@@ -1,0 +1,316 @@
+"""Pareto maths for multi-objective search: non-dominated sorting, crowding, hypervolume, knee.
+
+Every function takes ``points`` of shape ``(n, m)`` (one row per trial, one column per objective)
+and ``directions``, a sequence of ``"max"`` / ``"min"`` per column. Internally everything is turned
+into minimisation by negating the ``"max"`` columns, so "better" always means "smaller" below.
+
+numpy only: this module is imported by tracking, the CLI and the dashboards, which must not pull
+Ray or Optuna.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from nas.search.records import TrialRecord
+
+_DIRECTIONS = ("max", "min")
+
+
+def _check_directions(directions: Sequence[str], m: int) -> np.ndarray:
+    """Return +1 for "min" columns and -1 for "max" columns (the factor that turns them into minimisation)."""
+    if len(directions) != m:
+        raise ValueError(f"directions has {len(directions)} entries but points have {m} columns")
+    signs = []
+    for d in directions:
+        if d not in _DIRECTIONS:
+            raise ValueError(f"direction {d!r} is not one of 'max', 'min'")
+        signs.append(-1.0 if d == "max" else 1.0)
+    return np.asarray(signs, dtype=float)
+
+
+def _as_points(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    arr = np.asarray(points, dtype=float)
+    if arr.ndim == 1 and arr.size == 0:
+        return arr.reshape(0, 0)
+    if arr.ndim != 2:
+        raise ValueError(f"points must be a 2-D array (n, m), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("points contain NaN or infinite values")
+    return arr
+
+
+def _to_min(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+    arr = _as_points(points)
+    if arr.shape[0] == 0:
+        return arr.reshape(0, len(directions))
+    return arr * _check_directions(directions, arr.shape[1])
+
+
+def _nondominated_min(pts: np.ndarray) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of a minimisation problem (duplicates all kept)."""
+    n = pts.shape[0]
+    mask = np.zeros(n, dtype=bool)
+    if n == 0:
+        return mask
+    # Lexicographic sort: a point can only be dominated by points that come before it, so one pass
+    # against the front found so far suffices (O(n * |front|)).
+    order = np.lexsort(pts.T[::-1])
+    front = np.empty((0, pts.shape[1]))
+    for i in order:
+        p = pts[i]
+        if front.shape[0]:
+            dominated = np.any(np.all(front <= p, axis=1) & np.any(front < p, axis=1))
+            if dominated:
+                continue
+        mask[i] = True
+        front = np.vstack([front, p])
+    return mask
+
+
+def pareto_mask(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the points that no other point dominates (the first front).
+
+    Identical points do not dominate each other, so duplicates of a front point are all on the front.
+    """
+    return _nondominated_min(_to_min(points, directions))
+
+
+def non_dominated_ranks(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Non-dominated rank of every point: 0 for the front, 1 for the front once 0 is removed, and so on."""
+    pts = _to_min(points, directions)
+    ranks = np.full(pts.shape[0], -1, dtype=int)
+    remaining = np.arange(pts.shape[0])
+    rank = 0
+    while remaining.size:
+        mask = _nondominated_min(pts[remaining])
+        ranks[remaining[mask]] = rank
+        remaining = remaining[~mask]
+        rank += 1
+    return ranks
+
+
+def crowding_distance(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """NSGA-II crowding distance of every point within the given set (pass one front at a time).
+
+    Per objective, the points are sorted; the two extremes get ``inf`` and an inner point adds the
+    gap between its neighbours divided by the objective's range. An objective whose values are all
+    equal adds nothing. Sets of one or two points are all ``inf``.
+    """
+    pts = _to_min(points, directions)
+    n, m = pts.shape
+    dist = np.zeros(n, dtype=float)
+    if n <= 2:
+        dist[:] = np.inf
+        return dist
+    for j in range(m):
+        order = np.argsort(pts[:, j], kind="stable")
+        col = pts[order, j]
+        dist[order[0]] = np.inf
+        dist[order[-1]] = np.inf
+        span = col[-1] - col[0]
+        if span <= 0:
+            continue
+        dist[order[1:-1]] += (col[2:] - col[:-2]) / span
+    return dist
+
+
+def _hv2d(pts: np.ndarray, ref: np.ndarray) -> float:
+    """Exact 2-D hypervolume of minimisation points that all strictly dominate ``ref``."""
+    order = np.lexsort((pts[:, 1], pts[:, 0]))
+    volume = 0.0
+    best_y = ref[1]
+    for x, y in pts[order]:
+        if y < best_y:
+            volume += (ref[0] - x) * (best_y - y)
+            best_y = y
+    return float(volume)
+
+
+def _hv_recursive(pts: np.ndarray, ref: np.ndarray) -> float:
+    """Exact hypervolume by slicing along the last objective (HSO-style), down to the 2-D sweep."""
+    n, m = pts.shape
+    if n == 0:
+        return 0.0
+    if m == 1:
+        return float(ref[0] - pts[:, 0].min())
+    if m == 2:
+        return _hv2d(pts, ref)
+    pts = pts[_nondominated_min(pts)]
+    order = np.argsort(pts[:, -1], kind="stable")
+    pts = pts[order]
+    volume = 0.0
+    for i in range(pts.shape[0]):
+        upper = pts[i + 1, -1] if i + 1 < pts.shape[0] else ref[-1]
+        depth = upper - pts[i, -1]
+        if depth <= 0:
+            continue
+        # Between this slice's bottom and the next point's last coordinate, the dominated region is
+        # the (m-1)-D hypervolume of every point seen so far.
+        volume += depth * _hv_recursive(pts[: i + 1, :-1], ref[:-1])
+    return float(volume)
+
+
+def hypervolume(points: np.ndarray, directions: Sequence[str], reference: Sequence[float]) -> float:
+    """Exact hypervolume dominated by ``points`` and bounded by ``reference``.
+
+    2 objectives: a sort-and-sweep (O(n log n)). 3 or more: exact slicing along the last objective
+    down to the 2-D sweep (HSO), fine for the few hundred points of a search. Points that do not
+    strictly dominate the reference in every objective contribute nothing. An empty set has volume 0.
+    """
+    pts = _to_min(points, directions)
+    signs = _check_directions(directions, len(directions))
+    ref = np.asarray(reference, dtype=float)
+    if ref.shape != (len(directions),):
+        raise ValueError(f"reference has {ref.size} values but there are {len(directions)} objectives")
+    if not np.all(np.isfinite(ref)):
+        raise ValueError("reference contains NaN or infinite values")
+    ref = ref * signs
+    if pts.shape[0] == 0:
+        return 0.0
+    pts = pts[np.all(pts < ref, axis=1)]
+    return _hv_recursive(pts, ref)
+
+
+def hypervolume_history(
+    points_in_completion_order: np.ndarray, directions: Sequence[str], reference: Sequence[float]
+) -> list[float]:
+    """Hypervolume of the first 1, 2, ..., n points: one value per completed trial, for progress plots."""
+    pts = _as_points(points_in_completion_order)
+    if pts.shape[0] == 0:
+        return []
+    _check_directions(directions, pts.shape[1])
+    out: list[float] = []
+    front = np.empty((0, pts.shape[1]))
+    current = 0.0
+    for p in pts:
+        candidate = np.vstack([front, p])
+        mask = pareto_mask(candidate, directions)
+        # Recompute only when the new point joins the front: a dominated point changes nothing.
+        if mask[-1]:
+            front = candidate[mask]
+            current = hypervolume(front, directions, reference)
+        out.append(current)
+    return out
+
+
+def knee_index(points: np.ndarray, directions: Sequence[str]) -> int:
+    """Index (into ``points``) of the knee of the front.
+
+    Definition: take the non-dominated points, normalise each objective to [0, 1] over them with 0
+    the best value, and pick the point with the smallest sum of normalised objectives. With two
+    objectives this is the point farthest from the line joining the two extremes (that line is
+    ``f1 + f2 = 1`` after normalisation), on the side of the ideal point; with more objectives it is
+    the point farthest from the hyperplane ``sum f = 1`` through the unit extremes. An objective that
+    is constant over the front is ignored. Ties go to the lowest index.
+    """
+    pts = _to_min(points, directions)
+    if pts.shape[0] == 0:
+        raise ValueError("knee_index needs at least one point")
+    idx = np.flatnonzero(_nondominated_min(pts))
+    front = pts[idx]
+    lo = front.min(axis=0)
+    span = front.max(axis=0) - lo
+    span_safe = np.where(span > 0, span, 1.0)
+    norm = np.where(span > 0, (front - lo) / span_safe, 0.0)
+    return int(idx[int(np.argmin(norm.sum(axis=1)))])
+
+
+def default_reference(
+    objectives: Mapping[str, str],
+    points: np.ndarray | None = None,
+    *,
+    given: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """The fixed hypervolume reference point of a study, one value per objective.
+
+    Rules, per objective, in order:
+
+    - a value in ``given`` wins (a user who knows the worst acceptable energy can state it);
+    - ``"max"`` objectives (``val_acc`` on a 0..1 scale and similar non-negative scores): 0.0; if the
+      observed worst value is negative, 1.1 x that value (further from the front);
+    - ``"min"`` objectives (``energy_uj``, ``sops``, ``params``): 1.1 x the worst (largest) value in
+      ``points``, which should be the first completed trials; if that worst is 0 or negative, worst + 1.0
+      or worst x 0.9 so the reference stays strictly worse than every seen point.
+
+    The controller computes this once, stores it in the study's user attrs and reuses it, so the
+    hypervolume of a study is comparable over its whole life. ``points`` columns follow
+    ``objectives``' order.
+    """
+    names = list(objectives)
+    if not names:
+        raise ValueError("objectives is empty")
+    for name, d in objectives.items():
+        if d not in _DIRECTIONS:
+            raise ValueError(f"objective {name!r} has direction {d!r}, expected 'max' or 'min'")
+    given = dict(given or {})
+    unknown = set(given) - set(names)
+    if unknown:
+        raise ValueError(f"reference given for unknown objective(s) {sorted(unknown)}")
+    pts = None
+    if points is not None:
+        pts = _as_points(points)
+        if pts.shape[0] and pts.shape[1] != len(names):
+            raise ValueError(f"points have {pts.shape[1]} columns but there are {len(names)} objectives")
+        if pts.shape[0] == 0:
+            pts = None
+    ref: dict[str, float] = {}
+    for j, name in enumerate(names):
+        if name in given:
+            value = float(given[name])
+            if not math.isfinite(value):
+                raise ValueError(f"reference for {name!r} is not finite: {value}")
+            ref[name] = value
+        elif objectives[name] == "max":
+            worst = float(pts[:, j].min()) if pts is not None else 0.0
+            ref[name] = 0.0 if worst >= 0 else 1.1 * worst
+        else:
+            if pts is None:
+                raise ValueError(f"objective {name!r} is minimised: default_reference needs points or a given value")
+            worst = float(pts[:, j].max())
+            if worst > 0:
+                ref[name] = 1.1 * worst
+            elif worst == 0:
+                ref[name] = 1.0
+            else:
+                ref[name] = 0.9 * worst
+    return ref
+
+
+def _complete_feasible(records: Sequence[TrialRecord], objectives: Mapping[str, str]) -> tuple[list, np.ndarray]:
+    from nas.search.records import COMPLETE
+
+    names = list(objectives)
+    kept = [
+        r
+        for r in records
+        if r.state == COMPLETE and r.feasible and r.values is not None and all(n in r.values for n in names)
+    ]
+    pts = np.asarray([[float(r.values[n]) for n in names] for r in kept], dtype=float).reshape(len(kept), len(names))
+    return kept, pts
+
+
+def front_of(records: Sequence[TrialRecord], objectives: Mapping[str, str]) -> list[TrialRecord]:
+    """The Pareto-optimal records among the COMPLETE and feasible ones (ordered by trial number).
+
+    PRUNED and FAIL trials never enter: their values are low-fidelity or missing.
+    """
+    kept, pts = _complete_feasible(records, objectives)
+    if not kept:
+        return []
+    mask = pareto_mask(pts, list(objectives.values()))
+    return sorted((r for r, on in zip(kept, mask, strict=True) if on), key=lambda r: r.number)
+
+
+def ranks_of(records: Sequence[TrialRecord], objectives: Mapping[str, str]) -> dict[int, int]:
+    """Trial number -> non-dominated rank (0 = front), for COMPLETE and feasible records only."""
+    kept, pts = _complete_feasible(records, objectives)
+    if not kept:
+        return {}
+    ranks = non_dominated_ranks(pts, list(objectives.values()))
+    return {r.number: int(k) for r, k in zip(kept, ranks, strict=True)}

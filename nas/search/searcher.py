@@ -1,0 +1,452 @@
+"""Optuna behind Ray Tune with honest multi-objective bookkeeping.
+
+Ray's ``OptunaSearch`` with a list metric tells Optuna an early-stopped trial's last values as
+COMPLETE, so low-fidelity points land on the Pareto front. This searcher instead tells Optuna:
+
+- COMPLETE, with the final objectives, only for a trial whose last result reached ``max_epochs``;
+- PRUNED for a trial that ended earlier (a scheduler stopped it); its last objective values are kept
+  in ``user_attrs["last_values"]`` and never in ``trial.values``;
+- FAIL for a trial that raised (``fail_reason`` from :meth:`record_failure_reason`, else ``"error"``),
+  diverged (NaN/inf objectives or ``diverged=True`` in the result: ``"diverged"``), or was cut off
+  by a stopped controller (``"interrupted"``, see :func:`recover_interrupted`).
+
+Every per-epoch result is appended to ``user_attrs["history"]``; constraints computed from the final
+metrics are stored with ``trial.set_constraint`` (feasible when <= 0). The layout follows
+``nas.search.records``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, DONE, TIME_TOTAL_S
+from ray.tune.search import Searcher
+
+from nas.errors import NasError
+
+logger = logging.getLogger(__name__)
+
+# Ray bookkeeping keys that are not metrics of the candidate; time_total_s is kept (useful for plots).
+_RAY_KEYS = (
+    set(AUTO_RESULT_KEYS) | set(DEBUG_METRICS) | {DONE, "should_checkpoint", "__duplicate__", "experiment_tag"}
+) - {TIME_TOTAL_S}
+_INTERRUPTED = "interrupted"
+_DUPLICATE = "duplicate"
+
+
+def _trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:
+    """A live ``optuna.Trial`` handle for a trial known only by number (after a restore).
+
+    Optuna has no public lookup from number to a writable trial; ``study.tell`` does the same lookup
+    internally through the storage.
+    """
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    return optuna.trial.Trial(study, trial_id)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    line = lines[-1] if lines else "error"
+    return line[:limit]
+
+
+def _scalar_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-able scalar metrics of a Ray result, without Ray's own bookkeeping keys.
+
+    NaN and infinities are stored as ``None``: strict JSON has no spelling for them.
+    """
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        if key in _RAY_KEYS or key.startswith("config/"):
+            continue
+        if isinstance(value, bool) or isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, int | float):
+            value = float(value) if isinstance(value, float) else int(value)
+            out[key] = value if not isinstance(value, float) or math.isfinite(value) else None
+        elif hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalars
+            item = value.item()
+            if isinstance(item, float) and not math.isfinite(item):
+                item = None
+            out[key] = item
+    return out
+
+
+def _direction_name(direction: optuna.study.StudyDirection) -> str:
+    return "max" if direction == optuna.study.StudyDirection.MAXIMIZE else "min"
+
+
+class OptunaMultiObjectiveSearcher(Searcher):
+    """Ray Tune searcher that asks an Optuna study for params and tells it honest outcomes.
+
+    Args:
+        study: the Optuna study (RDB storage), created with one direction per objective.
+        sample: the search space's define-by-run function; it is called on the asked trial.
+        objectives: {name: "max" | "min"}, the study's objectives.
+        max_epochs: full fidelity; a final result with ``time_attr >= max_epochs`` is COMPLETE.
+        time_attr: the progress key in results.
+        constraints: maps the final metrics to {name: value}, feasible when every value <= 0.
+        max_trials: total number of trials of the search, resumes included; ``None`` for no limit.
+        max_duplicate_retries: how many times a proposal that repeats a finished or running
+            trial's params is rejected before one is accepted (small spaces run out of new configs).
+
+    Duplicates: a proposal whose params equal those of a COMPLETE, PRUNED or RUNNING trial is told
+    FAIL with ``fail_reason="duplicate"`` and ``user_attrs["duplicate_of"]``, and a random sample is
+    asked instead (the study's sampler ignores FAIL trials, so it would mostly propose the same config
+    again), up to ``max_duplicate_retries`` times; then the duplicate is accepted and trained. Enqueued
+    trials (retries of interrupted ones) are never rejected. Rejected duplicates and interrupted
+    trials do not count toward ``max_trials``, so COMPLETE + PRUNED + other FAIL trials add up to it.
+    """
+
+    def __init__(
+        self,
+        *,
+        study: optuna.Study,
+        sample: Callable[[optuna.Trial], Any],
+        objectives: Mapping[str, str],
+        max_epochs: int,
+        time_attr: str = "epoch",
+        constraints: Callable[[dict[str, float]], Mapping[str, float]] | None = None,
+        max_trials: int | None = None,
+        max_duplicate_retries: int = 8,
+    ) -> None:
+        objectives = dict(objectives)
+        if not objectives:
+            raise ValueError("objectives is empty")
+        for name, d in objectives.items():
+            if d not in ("max", "min"):
+                raise ValueError(f"objective {name!r} has direction {d!r}, expected 'max' or 'min'")
+        if int(max_epochs) != max_epochs or max_epochs < 1:
+            raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}")
+        if max_trials is not None and max_trials < 1:
+            raise ValueError(f"max_trials must be >= 1 or None, got {max_trials!r}")
+        if max_duplicate_retries < 0:
+            raise ValueError(f"max_duplicate_retries must be >= 0, got {max_duplicate_retries!r}")
+        names = list(study.metric_names or [])
+        if not names:
+            if len(study.directions) != len(objectives):
+                raise ValueError(f"study has {len(study.directions)} directions but {len(objectives)} objectives")
+            with warnings.catch_warnings():
+                # set_metric_names is still marked experimental; records.py relies on it.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(objectives))
+            names = list(objectives)
+        if sorted(names) != sorted(objectives):
+            raise ValueError(f"study metric names {names} do not match objectives {list(objectives)}")
+        for name, direction in zip(names, study.directions, strict=True):
+            if _direction_name(direction) != objectives[name]:
+                raise ValueError(
+                    f"study direction of {name!r} is {direction.name}, objectives say {objectives[name]!r}"
+                )
+        super().__init__(metric=list(objectives), mode=list(objectives.values()))
+        self._study = study
+        self._sample = sample
+        self._objectives = objectives
+        self._names = names  # the order of trial.values
+        self._max_epochs = int(max_epochs)
+        self._time_attr = time_attr
+        self._constraints = constraints
+        self._max_trials = max_trials
+        self._max_duplicate_retries = max_duplicate_retries
+        self._numbers: dict[str, int] = {}  # Ray trial_id -> Optuna trial number
+        self._trials: dict[str, optuna.Trial] = {}  # live handles of trials asked here
+        self._histories: dict[str, list[dict[str, Any]]] = {}
+        self._reasons: dict[str, str] = {}
+        self._pending_errors: set[str] = set()
+        self._done: set[str] = set()  # trials already told, so late or repeated events are ignored
+
+    # Ray Tune hooks -------------------------------------------------------------------------------
+
+    def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
+        """Accept Tune's properties only when they agree with the objectives given at construction."""
+        if metric is not None and metric != self._metric:
+            return False
+        if mode is not None and mode != self._mode:
+            return False
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """Ask Optuna for a trial and return ``{"params": ..., "optuna_number": ...}`` for Ray."""
+        self.flush()
+        if self._max_trials is not None and self.trials_used() >= self._max_trials:
+            return Searcher.FINISHED
+        sampler = self._study.sampler
+        try:
+            for attempt in range(self._max_duplicate_retries + 1):
+                trial = self._ask_and_sample()
+                enqueued = "fixed_params" in self._frozen(trial.number).system_attrs
+                duplicate_of = None if enqueued else self._duplicate_of(trial)
+                if duplicate_of is None:
+                    break
+                if attempt == self._max_duplicate_retries:
+                    logger.info(
+                        "trial %d repeats trial %d; accepted after %d retries", trial.number, duplicate_of, attempt
+                    )
+                    break
+                trial.set_user_attr("duplicate_of", duplicate_of)
+                self._tell_fail(trial, _DUPLICATE)
+                # Samplers ignore FAIL trials, so asking the model again tends to repeat the same
+                # proposal: retry with a random sample, seeded by the next trial number (reproducible).
+                self._study.sampler = optuna.samplers.RandomSampler(seed=trial.number + 1)
+        finally:
+            self._study.sampler = sampler
+        self._numbers[trial_id] = trial.number
+        self._trials[trial_id] = trial
+        self._histories[trial_id] = []
+        return {"params": dict(trial.params), "optuna_number": trial.number}
+
+    def _ask_and_sample(self) -> optuna.Trial:
+        trial = self._study.ask()
+        try:
+            self._sample(trial)
+        except ValueError as exc:
+            self._tell_fail(trial, f"sample: {_one_line(str(exc))}")
+            raise NasError(f"the search space's sample function failed on trial {trial.number}: {exc}") from exc
+        except Exception as exc:
+            self._tell_fail(trial, f"sample: {type(exc).__name__}: {_one_line(str(exc))}")
+            raise
+        return trial
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Append the result's scalar metrics to the trial's ``history`` user attr."""
+        self.flush()
+        if trial_id not in self._numbers or trial_id in self._done:
+            return
+        self._append_history(trial_id, result)
+
+    def record_failure_reason(self, trial_id: str, reason: str) -> None:
+        """Give the one-line reason of a trial that raised (Ray passes the searcher only ``error=True``).
+
+        Called before or after ``on_trial_complete(error=True)``: in the second case the FAIL that was
+        held back for it is told now. :class:`FailureReasonCallback` calls it from Ray's
+        ``on_trial_error``, which Ray runs right after the searcher's ``on_trial_complete``.
+        """
+        if trial_id not in self._numbers or trial_id in self._done:
+            return
+        self._reasons[trial_id] = _one_line(reason)
+        if trial_id in self._pending_errors:
+            self._pending_errors.discard(trial_id)
+            self._finish_fail(trial_id, self._reasons.pop(trial_id))
+
+    def flush(self) -> None:
+        """Tell FAIL ``"error"`` for trials that raised and got no reason (called on every later event)."""
+        for trial_id in sorted(self._pending_errors):
+            self._finish_fail(trial_id, "error")
+        self._pending_errors.clear()
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """Tell Optuna the trial's outcome: COMPLETE, PRUNED or FAIL (see the module docstring)."""
+        if trial_id not in self._numbers or trial_id in self._done or trial_id in self._pending_errors:
+            return
+        if error:
+            if trial_id in self._reasons:
+                self._finish_fail(trial_id, self._reasons.pop(trial_id))
+            else:
+                # Ray calls the error callbacks right after this hook: give them one chance to name it.
+                self.flush()
+                self._pending_errors.add(trial_id)
+            return
+        self.flush()
+        if not result:
+            # Removed while pending or paused: it never ran to an end; re-run it on a later resume.
+            self._finish_interrupted(trial_id)
+            return
+        self._append_history(trial_id, result)
+        missing = [n for n in self._names if n not in result]
+        if missing:
+            self._finish_fail(trial_id, f"missing objective(s) {missing}")
+            return
+        values = [float(result[n]) for n in self._names]
+        if result.get("diverged") or not all(math.isfinite(v) for v in values):
+            self._finish_fail(trial_id, "diverged")
+            return
+        trial = self._trial(trial_id)
+        t = result.get(self._time_attr)
+        if t is not None and float(t) >= self._max_epochs:
+            if self._constraints is not None:
+                try:
+                    cons = dict(self._constraints(_scalar_metrics(result)))
+                    for key, value in cons.items():
+                        if not math.isfinite(float(value)):
+                            raise ValueError(f"constraint {key!r} is {value}")
+                except Exception as exc:  # a user function: record and keep the search going
+                    self._finish_fail(trial_id, f"constraints: {type(exc).__name__}: {_one_line(str(exc))}")
+                    return
+                for key in sorted(cons):
+                    trial.set_constraint(key, float(cons[key]))
+            self._study.tell(trial, values)
+        else:
+            trial.set_user_attr("last_values", dict(zip(self._names, values, strict=True)))
+            self._study.tell(trial, state=TrialState.PRUNED)
+        self._forget(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Save the Ray trial id -> Optuna number map of open trials (the rest lives in the study's storage)."""
+        numbers = {k: v for k, v in self._numbers.items() if k not in self._done}
+        state = {"study_name": self._study.study_name, "numbers": numbers}
+        with open(checkpoint_path, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load the map written by :meth:`save`; histories are read back from the study."""
+        with open(checkpoint_path, encoding="utf-8") as f:
+            state = json.load(f)
+        if state.get("study_name") != self._study.study_name:
+            raise ValueError(f"searcher state is for study {state.get('study_name')!r}, not {self._study.study_name!r}")
+        self._numbers = {str(k): int(v) for k, v in state["numbers"].items()}
+        self._trials = {}
+        self._histories = {}
+        self._reasons = {}
+        self._pending_errors = set()
+        self._done = set()
+
+    # Counting ------------------------------------------------------------------------------------
+
+    def trials_used(self) -> int:
+        """Trials that count toward ``max_trials``: asked ones, minus rejected duplicates and interrupted ones."""
+        used = 0
+        for t in self._study.get_trials(deepcopy=False):
+            if t.state == TrialState.WAITING:
+                continue
+            if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in (_INTERRUPTED, _DUPLICATE):
+                continue
+            used += 1
+        return used
+
+    # Internals -----------------------------------------------------------------------------------
+
+    def _trial(self, trial_id: str) -> optuna.Trial:
+        if trial_id not in self._trials:
+            self._trials[trial_id] = _trial_by_number(self._study, self._numbers[trial_id])
+        return self._trials[trial_id]
+
+    def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
+        # Trials of a study are numbered 0..n-1 in order.
+        return self._study.get_trials(deepcopy=False)[number]
+
+    def _duplicate_of(self, trial: optuna.Trial) -> int | None:
+        params = trial.params
+        for t in self._study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        ):
+            if t.number != trial.number and t.params == params:
+                return t.number
+        return None
+
+    def _append_history(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        if trial_id not in self._histories:
+            frozen = self._frozen(self._numbers[trial_id])
+            self._histories[trial_id] = list(frozen.user_attrs.get("history", []))
+        history = self._histories[trial_id]
+        row = _scalar_metrics(result)
+        # Ray hands the final result to on_trial_complete as well: do not store an epoch twice.
+        if history and self._time_attr in row and history[-1].get(self._time_attr) == row[self._time_attr]:
+            return
+        history.append(row)
+        self._trial(trial_id).set_user_attr("history", history)
+
+    def _tell_fail(self, trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr("fail_reason", reason)
+        self._study.tell(trial, state=TrialState.FAIL)
+
+    def _finish_fail(self, trial_id: str, reason: str) -> None:
+        self._tell_fail(self._trial(trial_id), reason)
+        self._forget(trial_id)
+
+    def _finish_interrupted(self, trial_id: str) -> None:
+        trial = self._trial(trial_id)
+        params = dict(trial.params)
+        self._tell_fail(trial, _INTERRUPTED)
+        if params:
+            self._study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
+        self._forget(trial_id)
+
+    def _forget(self, trial_id: str) -> None:
+        self._done.add(trial_id)
+        self._trials.pop(trial_id, None)
+        self._histories.pop(trial_id, None)
+        self._reasons.pop(trial_id, None)
+        self._pending_errors.discard(trial_id)
+
+
+class FailureReasonCallback(Callback):
+    """Ray Tune callback that hands a failed trial's error line to the searcher.
+
+    Ray runs ``Callback.on_trial_error`` right after ``Searcher.on_trial_complete(error=True)``, so the
+    searcher holds that FAIL back until this callback names the reason (the last line of Ray's error
+    text, e.g. ``RuntimeError: out of memory``). ``on_experiment_end`` flushes anything left.
+    """
+
+    def __init__(self, searcher: OptunaMultiObjectiveSearcher) -> None:
+        self._searcher = searcher
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Read the error text Ray wrote for the trial and record its last line."""
+        reason = "error"
+        path = getattr(trial, "error_file", None)
+        if path:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    reason = _one_line(f.read())
+            except OSError:
+                pass
+        self._searcher.record_failure_reason(trial.trial_id, reason)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Tell FAIL for any error still waiting for a reason."""
+        self._searcher.flush()
+
+
+def recover_interrupted(study: optuna.Study) -> list[int]:
+    """Fail the trials a killed controller left RUNNING and enqueue their params again.
+
+    Each RUNNING trial is told FAIL with ``fail_reason="interrupted"``; its params are enqueued with
+    ``user_attrs={"retry_of": number}``, so the next ``study.ask()`` returns them first (WAITING trials
+    come before new samples) and the define-by-run ``sample`` reproduces them. Call it only when no
+    other controller is working on the study. Returns the numbers of the interrupted trials.
+    """
+    numbers: list[int] = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial = _trial_by_number(study, frozen.number)
+        trial.set_user_attr("fail_reason", _INTERRUPTED)
+        study.tell(frozen.number, state=TrialState.FAIL)
+        if frozen.params:
+            study.enqueue_trial(dict(frozen.params), user_attrs={"retry_of": frozen.number})
+        numbers.append(frozen.number)
+    return numbers
+
+
+_SAMPLERS = ("tpe", "nsga2", "gp", "random")
+
+
+def make_sampler(
+    name: str, *, seed: int | None, constrained: bool = False, population_size: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for a search: ``"tpe"``, ``"nsga2"``, ``"gp"`` or ``"random"``.
+
+    In Optuna 5 every constraint-aware sampler (TPE, NSGA-II, GP) reads the values stored with
+    ``trial.set_constraint`` by itself; the old ``constraints_func`` argument is deprecated and would
+    store each value a second time under the legacy ``constraints`` key. ``constrained`` is therefore
+    accepted for clarity and needs no extra wiring. ``population_size`` applies to NSGA-II only
+    (Optuna's default is 50).
+    """
+    if not isinstance(constrained, bool):
+        raise ValueError(f"constrained must be True or False, got {constrained!r}")
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "nsga2":
+        kwargs = {} if population_size is None else {"population_size": population_size}
+        return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"sampler {name!r} is not one of {', '.join(_SAMPLERS)}")

@@ -1,0 +1,144 @@
+"""MOASHA: the promotion rule on hand-made rung tables, then the scheduler hooks with real Trial objects."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+
+from nas.search.moasha import MOASHAScheduler, make_scheduler, promotion_decision, rung_milestones
+
+ACC_ENERGY = ["max", "min"]
+
+
+def test_first_trial_at_a_rung_continues() -> None:
+    assert promotion_decision([], [0.1, 100.0], ACC_ENERGY, 3)
+
+
+def test_dominated_point_is_stopped() -> None:
+    rung = [[0.9, 2.0], [0.8, 1.0]]
+    # n = 3, keep 1; the new point is dominated by both -> rank 1, two points ahead.
+    assert not promotion_decision(rung, [0.7, 3.0], ACC_ENERGY, 3)
+    # A point dominating both is alone on the front.
+    assert promotion_decision(rung, [0.95, 0.5], ACC_ENERGY, 3)
+
+
+def test_mutually_non_dominated_extremes_tie_in_favour_of_newcomer() -> None:
+    # n = 2, keep 1: both are on the front with infinite crowding; nothing is strictly ahead.
+    assert promotion_decision([[0.9, 9.0]], [0.5, 1.0], ACC_ENERGY, 3)
+
+
+def test_crowding_distance_breaks_ties_within_a_front() -> None:
+    # All four points are mutually non-dominated. eta 1.5 -> keep ceil(4 / 1.5) = 3.
+    # By hand: extremes (0.9, 9) and (0.5, 1) are infinite; (0.7, 5) has crowding
+    # 0.875 + 0.9375 = 1.8125, (0.85, 8.5) has 0.5 + 0.5 = 1.0.
+    a, b, c, d = [0.9, 9.0], [0.5, 1.0], [0.7, 5.0], [0.85, 8.5]
+    assert not promotion_decision([a, b, c], d, ACC_ENERGY, 1.5)
+    assert promotion_decision([a, b, d], c, ACC_ENERGY, 1.5)
+    # With eta 2 only two survive: the extremes.
+    assert not promotion_decision([a, b, d], c, ACC_ENERGY, 2)
+
+
+def test_rank_beats_crowding_three_objectives() -> None:
+    rung = [[0.9, 1.0, 1.0], [0.8, 2.0, 2.0], [0.7, 3.0, 3.0]]  # a chain: ranks 0, 1, 2
+    dirs = ["max", "min", "min"]
+    # n = 4, eta 2 -> keep 2: a rank-1 point (dominated only by the first) is second -> continue.
+    assert promotion_decision(rung, [0.85, 1.5, 1.5], dirs, 2)
+    # Rank 3 (dominated by the whole chain) -> stop.
+    assert not promotion_decision(rung, [0.6, 4.0, 4.0], dirs, 2)
+
+
+def test_bad_eta_is_rejected() -> None:
+    with pytest.raises(ValueError, match="eta"):
+        promotion_decision([], [1.0, 1.0], ACC_ENERGY, 1)
+
+
+def test_rung_milestones() -> None:
+    assert rung_milestones(9, 1, 3) == [1, 3]
+    assert rung_milestones(27, 1, 3) == [1, 3, 9]
+    assert rung_milestones(16, 2, 2) == [2, 4, 8]
+    assert rung_milestones(1, 1, 3) == []
+
+
+def _trials(n: int) -> list[Trial]:
+    return [Trial("__fake", stub=True) for _ in range(n)]
+
+
+def _result(epoch: int, acc: float, energy: float) -> dict:
+    return {"epoch": epoch, "val_acc": acc, "energy_uj": energy}
+
+
+def test_scheduler_hooks_drive_the_rungs() -> None:
+    sched = MOASHAScheduler(metrics=["val_acc", "energy_uj"], modes=["max", "min"], max_t=9, reduction_factor=3)
+    assert sched.milestones == [1, 3]
+    t1, t2, t3, t4 = _trials(4)
+    for t in (t1, t2, t3, t4):
+        sched.on_trial_add(None, t)
+    assert sched.on_trial_result(None, t1, _result(1, 0.5, 5.0)) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, t2, _result(1, 0.6, 4.0)) == TrialScheduler.CONTINUE
+    # Dominated by both recorded trials, n = 3 -> keep 1.
+    assert sched.on_trial_result(None, t3, _result(1, 0.4, 6.0)) == TrialScheduler.STOP
+    assert set(sched.rung_table(1)) == {t1.trial_id, t2.trial_id, t3.trial_id}
+    # Between rungs nothing is decided; a result already decided at a rung is not re-recorded.
+    assert sched.on_trial_result(None, t1, _result(2, 0.1, 50.0)) == TrialScheduler.CONTINUE
+    assert sched.rung_table(1)[t1.trial_id] == [0.5, 5.0]
+    assert sched.on_trial_result(None, t1, _result(3, 0.7, 3.0)) == TrialScheduler.CONTINUE
+    assert sched.rung_table(3) == {t1.trial_id: [0.7, 3.0]}
+    # Full fidelity: done.
+    assert sched.on_trial_result(None, t1, _result(9, 0.8, 3.0)) == TrialScheduler.STOP
+    # Missing objective: no decision. NaN or diverged: stop at once.
+    assert sched.on_trial_result(None, t4, {"epoch": 1, "val_acc": 0.9}) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, t4, _result(1, math.nan, 1.0)) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, t2, {**_result(2, 0.6, 4.0), "diverged": True}) == TrialScheduler.STOP
+    assert t4.trial_id not in sched.rung_table(1)
+    sched.on_trial_complete(None, t1, _result(9, 0.8, 3.0))
+    sched.on_trial_remove(None, t3)
+    assert "num_stopped=4" in sched.debug_string()
+
+
+def test_trial_that_ends_itself_at_a_rung_is_recorded() -> None:
+    sched = MOASHAScheduler(metrics=["val_acc", "energy_uj"], modes=["max", "min"], max_t=9)
+    (t1,) = _trials(1)
+    sched.on_trial_add(None, t1)
+    sched.on_trial_complete(None, t1, _result(3, 0.9, 1.0))
+    assert sched.rung_table(3) == {t1.trial_id: [0.9, 1.0]}
+
+
+def test_save_and_restore_round_trip(tmp_path) -> None:
+    kwargs = dict(metrics=["val_acc", "energy_uj"], modes=["max", "min"], max_t=9)
+    sched = MOASHAScheduler(**kwargs)
+    t1, t2, t3 = _trials(3)
+    sched.on_trial_result(None, t1, _result(1, 0.5, 5.0))
+    sched.on_trial_result(None, t2, _result(1, 0.6, 4.0))
+    path = tmp_path / "moasha.json"
+    sched.save(str(path))
+    again = MOASHAScheduler(**kwargs)
+    again.restore(str(path))
+    assert again.rung_table(1) == sched.rung_table(1)
+    # The restored tables drive the same decision.
+    assert again.on_trial_result(None, t3, _result(1, 0.4, 6.0)) == TrialScheduler.STOP
+    other = MOASHAScheduler(metrics=["val_acc", "energy_uj"], modes=["max", "min"], max_t=27)
+    with pytest.raises(ValueError, match="max_t"):
+        other.restore(str(path))
+
+
+def test_constructor_and_search_properties() -> None:
+    with pytest.raises(ValueError, match="modes"):
+        MOASHAScheduler(metrics=["val_acc"], modes=["max", "min"], max_t=3)
+    with pytest.raises(ValueError, match="grace_period"):
+        MOASHAScheduler(metrics=["val_acc"], modes=["max"], max_t=3, grace_period=5)
+    sched = MOASHAScheduler(metrics=["val_acc"], modes=["max"], max_t=3)
+    assert sched.set_search_properties(None, None)
+    assert not sched.set_search_properties("val_acc", "max")
+
+
+def test_make_scheduler() -> None:
+    objectives = {"val_acc": "max", "energy_uj": "min"}
+    assert isinstance(make_scheduler("moasha", objectives=objectives, max_t=9), MOASHAScheduler)
+    asha = make_scheduler("asha", objectives=objectives, max_t=9)
+    assert isinstance(asha, AsyncHyperBandScheduler) and asha.metric == "val_acc"
+    assert type(make_scheduler("none", objectives=objectives, max_t=9)) is FIFOScheduler
+    with pytest.raises(ValueError, match="hyperband"):
+        make_scheduler("hyperband", objectives=objectives, max_t=9)
