@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from nas.errors import NasError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nas.search.controller import SearchOptions, SearchResult
 
 
 # ---------------------------------------------------------------- doctor (issue 2)
@@ -26,42 +30,181 @@ def _doctor(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- data (issue 2)
 def _data_build(args: argparse.Namespace) -> int:
-    raise NasError("nas data build: not available yet")
+    from nas.data import build, render_build
+
+    print(render_build(build(args.name, src=args.src, out=args.out, progress=True)))
+    return 0
 
 
 def _data_info(args: argparse.Namespace) -> int:
-    raise NasError("nas data info: not available yet")
+    from nas.data import describe, render_info
+
+    print(render_info(describe(args.file)))
+    return 0
 
 
 # ---------------------------------------------------------------- energy (issue 4)
 def _energy(args: argparse.Namespace) -> int:
-    raise NasError("nas energy: not available yet")
+    import json
+    import pickle
+
+    import torch
+
+    from nas.energy import calibrate_norms, get_profile, measure, render_table
+    from nas.snn import create_model, list_models
+
+    profile = get_profile(args.profile)  # a bad profile fails before a model is built
+    if args.model not in list_models():
+        raise NasError(f"unknown model {args.model!r} (known: {', '.join(list_models())})")
+    if args.batch_size < 1:
+        raise NasError(f"--batch-size must be >= 1, got {args.batch_size}")
+    overrides = {"time_steps": args.time_steps} if args.time_steps is not None else {}
+    try:
+        model = create_model(
+            args.model, num_classes=args.num_classes, img_size=args.img_size, in_chans=args.in_chans, **overrides
+        )
+    except (ValueError, TypeError) as error:
+        raise NasError(f"model {args.model}: {error}") from error
+    if args.checkpoint is not None:
+        try:
+            state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+                state = state["state_dict"]
+            model.load_state_dict(state)
+        except (
+            OSError, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError
+        ) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if isinstance(error, pickle.UnpicklingError | EOFError):
+                first_line = "not a readable state_dict file (torch.load with weights_only=True failed)"
+            raise NasError(f"checkpoint {args.checkpoint}: {first_line}") from error
+    config = getattr(model, "config", None)
+    size = args.img_size or getattr(config, "img_size", 224)
+    chans = args.in_chans or getattr(config, "in_chans", 3)
+    # training-mode BatchNorm needs 2 images or more, whatever --batch-size is
+    random_images = torch.randn(max(args.batch_size, 2), chans, size, size, generator=torch.Generator().manual_seed(0))
+    images = random_images[: args.batch_size]
+    if args.checkpoint is None:
+        print("nas: warning: random weights (BatchNorm statistics calibrated on random images); firing rates and "
+              "SOPs of untrained weights are not meaningful, use --checkpoint for trained ones", file=sys.stderr)
+        calibrate_norms(model, random_images)
+    report = measure(model, images, profile)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else render_table(report))
+    return 0
 
 
 # ---------------------------------------------------------------- search (issue 6)
+def _search_options(args: argparse.Namespace) -> SearchOptions:
+    from nas.search.controller import SearchOptions
+
+    fields = SearchOptions.__dataclass_fields__
+    return SearchOptions(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def _print_result(result: SearchResult, root: str) -> None:
+    from nas.search.summary import front_rows, render_front
+
+    rows = front_rows(result.records, result.objectives)
+    print(render_front(rows, title=f"Pareto front of {result.name} ({len(rows)} architectures)"))
+    hv = f"{result.hypervolume:.4g}" if result.hypervolume is not None else "-"
+    state = "interrupted (resume with: nas resume " + result.name + ")" if result.interrupted else "finished"
+    print(f"search {result.name} {state} in {result.seconds:.0f} s; hypervolume {hv}")
+    print(f"browse it: nas ui --root {root}   |   nas pareto {result.name} --root {root}")
+
+
 def _launch(args: argparse.Namespace) -> int:
-    raise NasError("nas launch: not available yet")
+    from nas.launch import launch
+
+    result = launch(_search_options(args))
+    _print_result(result, args.root)
+    return 130 if result.interrupted else 0
 
 
 def _resume(args: argparse.Namespace) -> int:
-    raise NasError("nas resume: not available yet")
+    from nas.launch import launch
+    from nas.search.controller import SearchOptions
+
+    options = SearchOptions(space="", name=args.name, root=args.root, address=args.address, storage=args.storage,
+                            tracking_uri=args.tracking_uri, verbose=args.verbose, resume=True)
+    result = launch(options)
+    _print_result(result, args.root)
+    return 130 if result.interrupted else 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    raise NasError("nas status: not available yet")
+    from nas.search.store import list_search_names, open_search
+    from nas.search.summary import render_rows, status_row
+
+    names = [args.name] if args.name else list_search_names(args.root)
+    if not names:
+        print(f"no searches in {args.root}")
+        return 0
+    rows = []
+    for name in names:
+        handle = open_search(args.root, name, storage=args.storage)
+        rows.append(status_row(name, handle.records, handle.options))
+    print(render_rows(rows, title=f"searches in {args.root}"))
+    return 0
 
 
 def _pareto(args: argparse.Namespace) -> int:
-    raise NasError("nas pareto: not available yet")
+    import json
+
+    from nas.search.store import open_search
+    from nas.search.summary import front_rows, render_front
+
+    handle = open_search(args.root, args.name, storage=args.storage)
+    rows = front_rows(handle.records, handle.objectives)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(render_front(rows, title=f"Pareto front of {args.name} ({len(rows)} architectures)"))
+    return 0
 
 
 # ---------------------------------------------------------------- tracking views (issue 7)
 def _report(args: argparse.Namespace) -> int:
-    raise NasError("nas report: not available yet")
+    from pathlib import Path
+
+    from nas.dashboards import load_layer_reports, write_report
+    from nas.search.pareto import front_of
+    from nas.search.store import open_search
+
+    handle = open_search(args.root, args.name)
+    records = handle.records
+    front = front_of(records, handle.objectives)
+    path = write_report(
+        records,
+        objectives=handle.objectives,
+        reference=handle.reference or None,
+        out_dir=Path(args.out) if args.out else handle.search_dir,
+        title=f"nas search {handle.name}",
+        layer_reports=load_layer_reports(handle.search_dir, records, [r.number for r in front]),
+        filename=f"{handle.name}.html" if args.out else "report.html",
+    )
+    members = ", ".join(f"#{r.number}" for r in front) or "none"
+    print(f"report of {handle.name} ({len(records)} trials, front: {members})")
+    print(path)
+    return 0
 
 
 def _ui(args: argparse.Namespace) -> int:
-    raise NasError("nas ui: not available yet")
+    from nas.search.store import list_search_names
+    from nas.tracking import MlflowUi, find_parent_run, run_url
+
+    ui = MlflowUi(args.root, port=args.port)
+    print(f"starting the MLflow UI for {ui.tracking_uri} ...", flush=True)
+    url = ui.start()
+    try:
+        print(f"MLflow UI: {url}")
+        names = list_search_names(args.root)
+        found = find_parent_run(ui.tracking_uri, names[-1]) if names else None
+        if found:
+            print(f"search {names[-1]}: {run_url(url, *found)}")
+        print("Ctrl-C stops it", flush=True)
+        return ui.wait()
+    finally:
+        ui.stop()
 
 
 # ---------------------------------------------------------------- export (issue 8)
@@ -75,7 +218,28 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- cluster (issue 9)
 def _cluster(args: argparse.Namespace) -> int:
-    raise NasError("nas cluster: not available yet")
+    from nas.cluster import cluster_down, cluster_status, cluster_up
+
+    if args.action == "down":
+        was_up = cluster_status(args.root).state is not None
+        cluster_down(args.root)
+        print("local Ray cluster stopped" if was_up else f"no local Ray cluster in {args.root}")
+        return 0
+    if args.action == "up":
+        state = cluster_up(args.root, workers=args.workers)
+        print(f"local Ray cluster up in {state.up_seconds:.1f} s")
+    status = cluster_status(args.root)
+    if status.state is None:
+        print(f"no local Ray cluster in {args.root} (start one with `nas cluster up`)")
+        return 1
+    print(f"{'node':<10} {'address':<12} {'CPUs':>4}  {'pid':>7}  state")
+    for node in status.nodes:
+        running = "running" if node.running else "DOWN"
+        print(f"{node.name:<10} {node.node_ip:<12} {node.cpus:>4}  {node.pid:>7}  {running}")
+    print(f"head address {status.address}; object store {status.state.object_store_mb} MiB per node")
+    print("point a shell or `nas launch --address auto` at it with:")
+    print(f"  {status.state.export_line()}")
+    return 0 if status.up else 1
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
@@ -86,6 +250,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=["tpe", "nsga2", "gp", "random"], default="tpe")
     p.add_argument("--scheduler", choices=["moasha", "asha", "none"], default="moasha")
     p.add_argument("--dataset", default=None, help="dataset name (default: the space's)")
+    p.add_argument("--data-src", default=None, help="source folder of the dataset (cifar10, imagefolder, ...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--root", default="nas-runs", help="run folder (default ./nas-runs)")
     p.add_argument("--storage", default=None, help="SQLAlchemy URL of the study storage")
@@ -113,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("build", help="write train/validation .beton files (cached)")
     p.add_argument("name")
     p.add_argument("--src", default=None, help="source folder (cifar10, cifar100, imagefolder)")
-    p.add_argument("--out", default=None, help="output folder or file prefix")
+    p.add_argument("--out", default=None, help="output folder (default $NAS_DATA_DIR or ~/.cache/nas/data)")
     p.set_defaults(handler=_data_build)
     p = data.add_parser("info", help="describe a .beton file")
     p.add_argument("file")
@@ -141,17 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--root", default="nas-runs")
     p.add_argument("--address", default=None)
+    p.add_argument("--storage", default=None, help="storage URL, needed when it holds a password")
+    p.add_argument("--tracking-uri", default=None)
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(handler=_resume)
 
     p = sub.add_parser("status", help="searches in the run folder")
     p.add_argument("name", nargs="?")
     p.add_argument("--root", default="nas-runs")
+    p.add_argument("--storage", default=None, help="storage URL, needed when it holds a password")
     p.set_defaults(handler=_status)
 
     p = sub.add_parser("pareto", help="the Pareto front of a search")
     p.add_argument("name")
     p.add_argument("--root", default="nas-runs")
+    p.add_argument("--storage", default=None, help="storage URL, needed when it holds a password")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_pareto)
 

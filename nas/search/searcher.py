@@ -95,6 +95,9 @@ class OptunaMultiObjectiveSearcher(Searcher):
         time_attr: the progress key in results.
         constraints: maps the final metrics to {name: value}, feasible when every value <= 0.
         max_trials: total number of trials of the search, resumes included; ``None`` for no limit.
+        stopped_by_scheduler: when given, a trial that ends before ``max_epochs`` is PRUNED only if this
+            returns True for its Ray trial id; otherwise it was cut off (Ctrl-C, time budget) and is
+            recorded as interrupted and enqueued again, like a trial of a killed controller.
         max_duplicate_retries: how many times a proposal that repeats a finished or running
             trial's params is rejected before one is accepted (small spaces run out of new configs).
 
@@ -117,6 +120,7 @@ class OptunaMultiObjectiveSearcher(Searcher):
         constraints: Callable[[dict[str, float]], Mapping[str, float]] | None = None,
         max_trials: int | None = None,
         max_duplicate_retries: int = 8,
+        stopped_by_scheduler: Callable[[str], bool] | None = None,
     ) -> None:
         objectives = dict(objectives)
         if not objectives:
@@ -156,6 +160,7 @@ class OptunaMultiObjectiveSearcher(Searcher):
         self._constraints = constraints
         self._max_trials = max_trials
         self._max_duplicate_retries = max_duplicate_retries
+        self._stopped_by_scheduler = stopped_by_scheduler
         self._numbers: dict[str, int] = {}  # Ray trial_id -> Optuna trial number
         self._trials: dict[str, optuna.Trial] = {}  # live handles of trials asked here
         self._histories: dict[str, list[dict[str, Any]]] = {}
@@ -283,6 +288,10 @@ class OptunaMultiObjectiveSearcher(Searcher):
                 for key in sorted(cons):
                     trial.set_constraint(key, float(cons[key]))
             self._study.tell(trial, values)
+        elif self._stopped_by_scheduler is not None and not self._stopped_by_scheduler(trial_id):
+            # Cut off by Ctrl-C or the time budget, not judged by the scheduler: re-run it on resume.
+            self._finish_interrupted(trial_id)
+            return
         else:
             trial.set_user_attr("last_values", dict(zip(self._names, values, strict=True)))
             self._study.tell(trial, state=TrialState.PRUNED)

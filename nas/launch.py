@@ -1,0 +1,102 @@
+"""Launching a search: the controller, MLflow tracking and the live view put together.
+
+This is the composition root that ``nas launch`` / ``nas resume`` call; tests call it the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from nas.search import store
+from nas.search.controller import SearchOptions, SearchResult, prepare_search, run_search
+from nas.search.progress import LiveView
+
+
+def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool | None = None) -> SearchResult:
+    """Run a search end to end; returns when it finishes, is interrupted or runs out of budget."""
+    from nas.tracking import MlflowTracker
+
+    if not options.verbose:
+        _quiet_libraries()
+    trackers: list[MlflowTracker] = []
+
+    def check_tracking(name: str, tracking_uri: str, space: Any) -> None:
+        artifact_location = None
+        if tracking_uri == store.default_tracking_uri(options.root):
+            artifact_location = store.default_artifact_location(options.root, name)
+        tracker = MlflowTracker(tracking_uri, name, objectives=dict(space.objectives),
+                                artifact_location=artifact_location)
+        tracker.check_reachable()
+        trackers.append(tracker)
+
+    prepared = prepare_search(options, before_create=check_tracking)
+    tracker = trackers[0]
+    tracker.start_search(
+        space_file=prepared.search_dir / "space.py",
+        search_params=_search_params(prepared),
+        resume=prepared.options.resume,
+    )
+    view = LiveView(prepared.name, total_trials=prepared.trials, objectives=prepared.objectives,
+                    stream=stream or sys.stdout, live=live)
+    status = "FAILED"
+    try:
+        result = run_search(prepared, listeners=[tracker, view])
+        status = "KILLED" if result.interrupted else "FINISHED"
+        _log_front_models(prepared, tracker, result)
+    finally:
+        view.close()
+        tracker.finish_search(status)
+    return result
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal to nas's own view: library chatter goes to ``--verbose`` only."""
+    import logging
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic", "ray", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _search_params(prepared: Any) -> dict[str, Any]:
+    options = prepared.options
+    return {
+        "space": prepared.space.name,
+        "space_file": str(options.space),
+        "space_hash": prepared.space.source_hash,
+        "dataset": prepared.dataset,
+        "trials": prepared.trials,
+        "epochs": prepared.epochs,
+        "concurrency": prepared.concurrency,
+        "cpus_per_trial": prepared.cpus_per_trial,
+        "sampler": options.sampler,
+        "scheduler": options.scheduler,
+        "seed": options.seed,
+        "storage": store.mask(prepared.storage_url),
+        "address": options.address or "local",
+        "energy_profile": prepared.space.recipe.energy_profile,
+        "objectives": ",".join(f"{k}:{v}" for k, v in prepared.objectives.items()),
+        **{f"recipe.{k}": v for k, v in prepared.space.recipe.to_dict().items() if k != "extra"},
+    }
+
+
+def _log_front_models(prepared: Any, tracker: Any, result: SearchResult) -> None:
+    """Log the trained model of every front member to its MLflow child run (export picks it up)."""
+    import numpy as np
+
+    from nas.data import get_info
+    from nas.search.weights import load_trial_model, trial_weights_path
+
+    info = get_info(prepared.dataset, src=prepared.options.data_src)
+    example = np.zeros((1, info.in_chans, info.img_size, info.img_size), dtype=np.float32)
+    for record in result.front:
+        weights = trial_weights_path(prepared.search_dir, record.number)
+        if weights.is_file():
+            model = load_trial_model(prepared.space, record.params, info, weights)
+            tracker.log_trial_model(record.number, model, example)

@@ -1,0 +1,638 @@
+"""The search controller: Optuna study in an RDB, Ray Tune running the trials, honest bookkeeping.
+
+``prepare_search`` checks everything a user can get wrong (space file, storage, name, Ray address,
+epochs, trials) before anything is written, so a bad input leaves the storage untouched.
+``run_search`` then runs a Ray Tune ``Tuner`` with the Optuna multi-objective searcher and the
+Pareto-aware scheduler, and tells every listener (MLflow tracking, the live view) what happens, from
+this one process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from nas.errors import NasError
+from nas.search import store
+from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from_study
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchOptions:
+    """Everything ``nas launch`` accepts; ``None`` means "the space's default"."""
+
+    space: str
+    name: str | None = None
+    trials: int | None = None
+    epochs: int | None = None
+    concurrency: int | None = None
+    sampler: str = "tpe"
+    scheduler: str = "moasha"
+    dataset: str | None = None
+    data_src: str | None = None
+    seed: int = 0
+    root: str = "nas-runs"
+    storage: str | None = None
+    tracking_uri: str | None = None
+    address: str | None = None
+    storage_path: str | None = None
+    gpus_per_trial: float = 0.0
+    cpus_per_trial: float | None = None
+    time_budget: float | None = None
+    max_failures: int = 1
+    reduction_factor: int = 3
+    grace_period: int = 1
+    verbose: bool = False
+    resume: bool = False
+    object_store_mb: int = 200
+
+    def validate(self) -> None:
+        """One clear error for numbers that cannot work."""
+        if self.trials is not None and self.trials < 1:
+            raise NasError(f"--trials must be at least 1, got {self.trials}")
+        if self.epochs is not None and self.epochs < 1:
+            raise NasError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise NasError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.cpus_per_trial is not None and self.cpus_per_trial <= 0:
+            raise NasError(f"--cpus-per-trial must be positive, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise NasError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        if self.max_failures < 0:
+            raise NasError(f"--max-failures must be >= 0, got {self.max_failures}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise NasError(f"--time-budget must be positive seconds, got {self.time_budget}")
+        if self.sampler not in ("tpe", "nsga2", "gp", "random"):
+            raise NasError(f"--sampler must be tpe, nsga2, gp or random, got {self.sampler!r}")
+        if self.scheduler not in ("moasha", "asha", "none"):
+            raise NasError(f"--scheduler must be moasha, asha or none, got {self.scheduler!r}")
+        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+            raise NasError(f"--name {self.name!r} is not a valid search name (no '/', not empty)")
+
+
+class SearchListener(Protocol):
+    """What the controller tells observers (MLflow tracking, the live view). All optional."""
+
+    def trial_started(self, number: int, params: dict[str, Any], *, attrs: dict[str, Any]) -> Any: ...
+    def trial_epoch(self, number: int, metrics: dict[str, float], step: int) -> None: ...
+    def trial_finished(self, number: int, state: str, *, reason: str | None = None,
+                       final_metrics: dict | None = None) -> None: ...
+    def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], force: bool = False) -> None: ...
+
+
+@dataclass
+class PreparedSearch:
+    """A validated search, ready to run: study opened, folders made, nothing trained yet."""
+
+    options: SearchOptions
+    space: Any
+    name: str
+    root: Path
+    search_dir: Path
+    storage_url: str
+    tracking_uri: str
+    study: Any
+    trials: int
+    epochs: int
+    dataset: str
+    concurrency: int
+    cpus_per_trial: float
+    ray_address: str | None
+    started_ray: bool = False
+    counting_policy: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def objectives(self) -> dict[str, str]:
+        return dict(self.space.objectives)
+
+
+@dataclass
+class SearchResult:
+    """What a finished (or interrupted) search produced."""
+
+    name: str
+    records: list[TrialRecord]
+    objectives: dict[str, str]
+    front: list[TrialRecord]
+    hypervolume: float | None
+    seconds: float
+    interrupted: bool = False
+    trial_nodes: dict[int, str] = field(default_factory=dict)
+
+
+def _default_name(space_name: str) -> str:
+    return f"{space_name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_search(options: SearchOptions,
+                   before_create: Callable[[str, str, Any], None] | None = None) -> PreparedSearch:
+    """Validate the options and open (or create) the study; raise ``NasError`` on bad input.
+
+    ``before_create(name, tracking_uri, space)`` runs after every check and before anything is written
+    (the launcher uses it to make sure the tracking server answers).
+    """
+    import optuna
+
+    from nas.space import load_space
+
+    options.validate()
+    root = Path(options.root)
+    if options.resume:
+        if not options.name:
+            raise NasError("--resume needs --name of the search to continue")
+        saved = store.read_options(root / options.name) if (root / options.name).is_dir() else None
+        if saved is None:
+            raise NasError(f"cannot resume {options.name!r}: no such search in {root}")
+        space = load_space(root / options.name / "space.py")
+        options = _merge_saved(options, saved)
+    else:
+        space = load_space(options.space)
+    _check_metrics(space)
+    name = options.name or _default_name(space.name)
+    search_dir = root / name
+    trials = options.trials or space.trials
+    epochs = options.epochs or space.epochs
+    dataset = options.dataset or space.dataset
+    _check_dataset(dataset, options.data_src)
+
+    ray_address = _check_ray_address(options.address)
+    storage_url = options.storage or store.default_storage_url(root)
+    storage = store.open_storage(storage_url)
+    exists = store.study_exists(storage, name)
+    if exists and not options.resume:
+        raise NasError(f"search {name!r} already exists in {store.mask(storage_url)}; pass --resume to continue it "
+                       "or choose another --name")
+    if options.resume and not exists:
+        raise NasError(f"cannot resume {name!r}: no study of that name in {store.mask(storage_url)}")
+
+    cpus = _available_cpus(ray_address)
+    cpus_per_trial = options.cpus_per_trial or 1.0
+    concurrency = options.concurrency or max(1, int(cpus // cpus_per_trial))
+    if options.cpus_per_trial is None and options.concurrency:
+        cpus_per_trial = max(1.0, float(cpus // options.concurrency))
+    tracking_uri = options.tracking_uri or store.default_tracking_uri(root)
+
+    if before_create is not None:
+        before_create(name, tracking_uri, space)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if exists:
+        study = optuna.load_study(study_name=name, storage=storage)
+    else:
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            directions=["maximize" if mode == "max" else "minimize" for mode in space.objectives.values()],
+        )
+        study.set_metric_names(list(space.objectives))
+        study.set_user_attr("objectives", dict(space.objectives))
+        study.set_user_attr("space_name", space.name)
+        study.set_user_attr("space_hash", space.source_hash)
+        study.set_user_attr("max_epochs", epochs)
+        study.set_user_attr("trials", trials)
+    search_dir.mkdir(parents=True, exist_ok=True)
+    if not options.resume:
+        shutil.copyfile(space.source_file, search_dir / "space.py")
+    saved_options = asdict(options) | {
+        "name": name,
+        "space": str(Path(options.space).resolve()) if not options.resume else options.space,
+        "trials": trials,
+        "epochs": epochs,
+        "dataset": dataset,
+        "storage": store.mask(storage_url),
+        "tracking_uri": store.mask(tracking_uri),
+        "objectives": dict(space.objectives),
+        "space_hash": space.source_hash,
+        "resume": False,
+    }
+    store.write_options(search_dir, saved_options)
+    return PreparedSearch(
+        options=options, space=space, name=name, root=root, search_dir=search_dir, storage_url=storage_url,
+        tracking_uri=tracking_uri, study=study, trials=trials, epochs=epochs, dataset=dataset,
+        concurrency=concurrency, cpus_per_trial=cpus_per_trial, ray_address=ray_address,
+    )
+
+
+REPORTED_METRICS = ("val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps", "train_loss",
+                    "epoch_seconds")
+
+
+def _check_metrics(space: Any) -> None:
+    """Objectives and constraints must be metrics the trainer reports, or no trial could ever finish."""
+    where = space.source_file or space.name
+    for kind, names in (("objective", space.objectives), ("constraint", space.constraints)):
+        for metric in names:
+            if metric not in REPORTED_METRICS:
+                raise NasError(f"{where}: {kind} {metric!r} is never reported by the trainer; "
+                               f"use one of {', '.join(REPORTED_METRICS)}")
+
+
+def _merge_saved(options: SearchOptions, saved: dict[str, Any]) -> SearchOptions:
+    """On resume the saved options win, except where the user passes connection details again."""
+    merged = SearchOptions(**{k: v for k, v in saved.items() if k in SearchOptions.__dataclass_fields__})
+    merged.resume = True
+    merged.name = options.name
+    merged.verbose = options.verbose
+    if options.address:
+        merged.address = options.address
+    merged.storage = options.storage or store.resolve_storage_url(saved)
+    if options.tracking_uri:
+        merged.tracking_uri = options.tracking_uri
+    elif saved.get("tracking_uri") and "***" in saved["tracking_uri"]:
+        raise NasError(f"search {options.name!r} logs to a password-protected MLflow server; pass --tracking-uri")
+    merged.space = str(Path(saved.get("space", "")))
+    return merged
+
+
+def _check_dataset(name: str, src: str | None) -> None:
+    from nas.data import get_info
+
+    get_info(name, src=src)  # raises NasError listing the known datasets
+
+
+def _check_ray_address(address: str | None) -> str | None:
+    """An explicit address must have a Ray cluster behind it: fail before touching anything."""
+    if not address:
+        return None
+    import ray
+
+    if ray.is_initialized():
+        return address
+    if address != "auto":
+        _check_reachable(address)
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise NasError(f"--address {address!r}: no Ray cluster answers there ({str(error).splitlines()[0]})") from None
+    return address
+
+
+def _check_reachable(address: str) -> None:
+    """A plain TCP connect first: ``ray.init`` keeps retrying an address with nothing behind it for minutes."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise NasError(f"--address {address!r} is not HOST:PORT or 'auto'")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as error:
+        raise NasError(f"--address {address!r}: no Ray cluster answers there ({error.strerror or error})") from None
+
+
+def _available_cpus(address: str | None) -> float:
+    if address:
+        import ray
+
+        return float(ray.cluster_resources().get("CPU", 1))
+    return float(os.cpu_count() or 1)
+
+
+def _start_ray(prepared: PreparedSearch) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        num_cpus=int(os.cpu_count() or 1),
+        num_gpus=None,
+        object_store_memory=prepared.options.object_store_mb * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=prepared.options.verbose,
+        logging_level=logging.INFO if prepared.options.verbose else logging.ERROR,
+        configure_logging=True,
+    )
+    prepared.started_ray = True
+
+
+class _Bookkeeper:
+    """Ray Tune callback: the single place where trial events reach the study's extras and listeners."""
+
+    def __init__(self, prepared: PreparedSearch, searcher: Any, listeners: Sequence[Any]) -> None:
+        self.prepared = prepared
+        self.searcher = searcher
+        self.listeners = list(listeners)
+        self.numbers: dict[str, int] = {}
+        self.nodes: dict[int, str] = {}
+        self.described: set[int] = set()
+        self.started_at = time.monotonic()
+
+    def _describe_trial(self, number: int, result: dict[str, Any]) -> None:
+        """Record what was built (family, T, size) and where it ran as the trial's user attrs."""
+        study = self.prepared.study
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        frozen = study._storage.get_trial(trial_id)
+        if frozen.state.is_finished():
+            return
+        for key, attr in (("family", "family"), ("time_steps", "time_steps"), ("params", "model_params"),
+                          ("node_id", "node_id")):
+            if result.get(key) is not None:
+                study._storage.set_trial_user_attr(trial_id, attr, result[key])
+
+    def _notify(self, method: str, *args: Any, **kwargs: Any) -> None:
+        for listener in self.listeners:
+            handler = getattr(listener, method, None)
+            if handler is not None:
+                handler(*args, **kwargs)
+
+    def number_of(self, trial: Any) -> int | None:
+        if trial.trial_id not in self.numbers:
+            number = (trial.config or {}).get("optuna_number")
+            if number is None:
+                return None
+            self.numbers[trial.trial_id] = int(number)
+        return self.numbers[trial.trial_id]
+
+    def on_trial_start(self, trial: Any) -> None:
+        number = self.number_of(trial)
+        if number is None:
+            return
+        attrs = {
+            "family": None,
+            "space_file": Path(self.prepared.space.source_file or "space.py").name,
+            "space_hash": self.prepared.space.source_hash,
+            "energy_profile": self.prepared.space.recipe.energy_profile,
+            "dataset": self.prepared.dataset,
+            "search": self.prepared.name,
+        }
+        self._notify("trial_started", number, dict(trial.config.get("params", {})), attrs=attrs)
+
+    def on_trial_result(self, trial: Any, result: dict[str, Any]) -> None:
+        number = self.number_of(trial)
+        if number is None:
+            return
+        node = result.get("node_ip") or result.get("hostname")
+        if result.get("node_id"):
+            self.nodes[number] = str(result["node_id"])
+        elif node:
+            self.nodes[number] = str(node)
+        if number not in self.described:
+            self.described.add(number)
+            self._describe_trial(number, result)
+        metrics = {k: float(v) for k, v in result.items()
+                   if k in _TRACKED_METRICS and isinstance(v, int | float) and not isinstance(v, bool)}
+        if "epoch" in result:
+            self._notify("trial_epoch", number, metrics, step=int(result["epoch"]))
+
+    def on_trial_error(self, trial: Any) -> None:
+        number = self.number_of(trial)
+        reason = _error_reason(trial)
+        self.searcher.record_failure_reason(trial.trial_id, reason)
+        if number is not None:
+            self._finish(number, trial)
+
+    def on_trial_complete(self, trial: Any) -> None:
+        number = self.number_of(trial)
+        if number is not None:
+            self._finish(number, trial)
+
+    def _finish(self, number: int, trial: Any) -> None:
+        study = self.prepared.study
+        frozen = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
+            study._study_id, number))
+        state = frozen.state.name
+        reason = frozen.user_attrs.get("fail_reason")
+        if state == COMPLETE:
+            _keep_final_weights(trial, self.prepared.search_dir / "trials" / str(number))
+        label = {COMPLETE: "complete", PRUNED: "pruned", FAIL: "failed"}.get(state, state.lower())
+        self._notify("trial_finished", number, label, reason=reason, final_metrics=trial.last_result or {})
+        self.update_front(force=False)
+
+    def update_front(self, *, force: bool) -> None:
+        records = records_from_study(self.prepared.study)
+        reference = _ensure_reference(self.prepared.study, records, self.prepared.objectives)
+        if reference is None:
+            return
+        _record_hypervolume_history(self.prepared.study, records, self.prepared.objectives, reference)
+        self._notify("update_front", records, reference=reference, force=force)
+
+
+_TRACKED_METRICS = ("epoch", "train_loss", "val_acc", "energy_uj", "sops", "macs", "firing_rate", "params",
+                    "time_steps", "epoch_seconds", "lr")
+
+
+def _error_reason(trial: Any) -> str:
+    """One line from the trial's error: the exception's last line, not the whole traceback."""
+    text = ""
+    error_file = getattr(trial, "error_file", None)
+    if error_file and os.path.isfile(error_file):
+        with open(error_file) as handle:
+            text = handle.read()
+    if not text and getattr(trial, "error_msg", None):
+        text = trial.error_msg
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return "error"
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line:
+            return line[:300]
+    return lines[-1][:300]
+
+
+def _keep_final_weights(trial: Any, folder: Path) -> None:
+    """Copy a complete trial's last checkpoint next to the search, where export finds it."""
+    checkpoint = getattr(trial, "checkpoint", None)
+    if checkpoint is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as source:
+        for item in Path(source).iterdir():
+            if item.is_file():
+                shutil.copy2(item, folder / item.name)
+
+
+def _ensure_reference(study: Any, records: list[TrialRecord], objectives: dict[str, str]) -> dict[str, float] | None:
+    """The study's fixed hypervolume reference point, chosen once from the first complete trials."""
+    import numpy as np
+
+    from nas.search.pareto import default_reference
+
+    stored = study.user_attrs.get("reference")
+    if stored:
+        return {k: float(v) for k, v in stored.items()}
+    complete = [r for r in records if r.state == COMPLETE and r.values]
+    if not complete:
+        return None
+    points = np.array([[r.values[m] for m in objectives] for r in complete], dtype=float)
+    reference = {k: float(v) for k, v in default_reference(objectives, points).items()}
+    study.set_user_attr("reference", reference)
+    return reference
+
+
+def _record_hypervolume_history(study: Any, records: list[TrialRecord], objectives: dict[str, str],
+                                reference: dict[str, float]) -> list[float]:
+    """Hypervolume after each completed trial, in completion order, stored with the study."""
+    import numpy as np
+
+    from nas.search.pareto import hypervolume_history
+
+    complete = sorted((r for r in records if r.state == COMPLETE and r.values and r.feasible),
+                      key=lambda r: (r.completed or dt.datetime.min, r.number))
+    if not complete:
+        return []
+    points = np.array([[r.values[m] for m in objectives] for r in complete], dtype=float)
+    history = [float(v) for v in hypervolume_history(points, list(objectives.values()),
+                                                     [reference[m] for m in objectives])]
+    study.set_user_attr("hypervolume_history", [[r.number, v] for r, v in zip(complete, history, strict=True)])
+    return history
+
+
+def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = ()) -> SearchResult:
+    """Run the prepared search to the end (or to Ctrl-C / the time budget) and return its result."""
+    import ray
+    from ray import tune
+
+    from nas.search.moasha import make_scheduler
+    from nas.search.searcher import OptunaMultiObjectiveSearcher, make_sampler, recover_interrupted
+    from nas.search.trainable import TrialSetup, run_trial
+
+    space = prepared.space
+    options = prepared.options
+    study = prepared.study
+    if options.resume:
+        recover_interrupted(study)
+    study.sampler = make_sampler(options.sampler, seed=options.seed, constrained=bool(space.constraints))
+    scheduler = make_scheduler(options.scheduler, objectives=dict(space.objectives), max_t=prepared.epochs,
+                               grace_period=options.grace_period, reduction_factor=options.reduction_factor)
+    stopped = _record_stop_decisions(scheduler)
+    searcher = OptunaMultiObjectiveSearcher(
+        study=study,
+        sample=space.sample,
+        objectives=dict(space.objectives),
+        max_epochs=prepared.epochs,
+        constraints=space.constraint_values if space.constraints else None,
+        max_trials=prepared.trials,
+        stopped_by_scheduler=stopped.__contains__,
+    )
+    if not options.verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter at verbose=0 prints nothing
+    if prepared.ray_address is None:
+        _start_ray(prepared)
+    recipe = space.recipe.to_dict()
+    setup = TrialSetup(
+        space_source=space.source_text or "",
+        space_path=str(space.source_file),
+        dataset=prepared.dataset,
+        epochs=prepared.epochs,
+        recipe=recipe,
+        data_src=options.data_src,
+        cpus_per_trial=prepared.cpus_per_trial,
+        seed=options.seed,
+    )
+    bookkeeper = _Bookkeeper(prepared, searcher, listeners)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, setup=setup),
+        {"cpu": prepared.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
+    storage_path = options.storage_path or str((prepared.search_dir / "ray").resolve())
+    attempt = len([p for p in Path(storage_path).glob("attempt-*")]) if Path(storage_path).is_dir() else 0
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=-1,
+            max_concurrent_trials=prepared.concurrency,
+            reuse_actors=True,
+            time_budget_s=options.time_budget,
+        ),
+        run_config=tune.RunConfig(
+            name=f"attempt-{attempt}",
+            storage_path=storage_path,
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[_RayCallback(bookkeeper)],
+            verbose=1 if options.verbose else 0,
+        ),
+    )
+    started = time.monotonic()
+    interrupted = False
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bookkeeper.update_front(force=True)
+        if prepared.started_ray:
+            ray.shutdown()
+    records = records_from_study(study)
+    return _result(prepared, records, time.monotonic() - started, interrupted, bookkeeper.nodes)
+
+
+def _record_stop_decisions(scheduler: Any) -> set[str]:
+    """Remember which trials the scheduler itself stopped, so only those count as PRUNED."""
+    from ray.tune.schedulers import TrialScheduler
+
+    stopped: set[str] = set()
+    decide = scheduler.on_trial_result
+
+    def on_trial_result(tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        decision = decide(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP:
+            stopped.add(trial.trial_id)
+        return decision
+
+    scheduler.on_trial_result = on_trial_result
+    return stopped
+
+
+def _result(prepared: PreparedSearch, records: list[TrialRecord], seconds: float, interrupted: bool,
+            nodes: dict[int, str]) -> SearchResult:
+    from nas.search.pareto import front_of
+
+    front = front_of(records, prepared.objectives)
+    history = prepared.study.user_attrs.get("hypervolume_history") or []
+    return SearchResult(
+        name=prepared.name, records=records, objectives=prepared.objectives, front=front,
+        hypervolume=float(history[-1][1]) if history else None, seconds=seconds, interrupted=interrupted,
+        trial_nodes=nodes,
+    )
+
+
+def _make_ray_callback_class() -> type:
+    from ray import tune
+
+    class RayCallback(tune.Callback):
+        """Forwards Ray Tune's events to the bookkeeper, in the controller process."""
+
+        def __init__(self, bookkeeper: _Bookkeeper) -> None:
+            self.bookkeeper = bookkeeper
+
+        def __getstate__(self) -> dict[str, Any]:
+            # Ray pickles the Tuner for Tuner.restore; nas resumes from the study instead, and the
+            # bookkeeper holds live connections (MLflow client, the terminal view) that cannot travel.
+            return {"bookkeeper": None}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.bookkeeper = state["bookkeeper"]
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if self.bookkeeper is not None:
+                self.bookkeeper.on_trial_start(trial)
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            if self.bookkeeper is not None:
+                self.bookkeeper.on_trial_result(trial, result)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if self.bookkeeper is not None:
+                self.bookkeeper.on_trial_complete(trial)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if self.bookkeeper is not None:
+                self.bookkeeper.on_trial_error(trial)
+
+    return RayCallback
+
+
+def _RayCallback(bookkeeper: _Bookkeeper) -> Any:  # noqa: N802 - reads like the class it builds
+    return _make_ray_callback_class()(bookkeeper)

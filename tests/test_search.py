@@ -1,0 +1,277 @@
+"""End-to-end searches: real Ray Tune, real Optuna (SQLite), real MLflow, short trials on MNIST subsets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from nas.cli import main
+from nas.errors import NasError
+from nas.launch import launch
+from nas.search.controller import SearchOptions, prepare_search
+from nas.search.pareto import front_of
+from nas.search.records import records_from_study
+from nas.search.store import default_storage_url, open_search
+
+TINY = """
+from nas import SearchSpace
+from nas.snn import SNNMLP, SNNMLPConfig
+from nas.train import TrainRecipe
+
+
+def sample(trial):
+    return SNNMLPConfig(img_size=28, in_chans=1, num_classes=10, patch_size=2, norm="batchnorm",
+                        width=trial.suggest_categorical("width", [8, 12, 16]),
+                        depths=(1, trial.suggest_int("depth1", 1, 2)),
+                        lif_group=trial.suggest_categorical("group", [2, 4]), mlp_ratio=2)
+
+
+space = SearchSpace(name="tiny", sample=sample, build=SNNMLP, epochs={epochs}, trials=6,
+                    recipe=TrainRecipe(batch_size=64, train_subset={train}, val_subset=128, energy_images=64))
+"""
+
+CRASHING = """
+from nas import SearchSpace
+from nas.snn import SNNMLP, SNNMLPConfig
+
+
+def sample(trial):
+    return SNNMLPConfig(img_size=28, in_chans=1, num_classes=10, patch_size=2, depths=(1, 1),
+                        width=trial.suggest_categorical("width", [8, 16]))
+
+
+def build(config, data_info):
+    raise RuntimeError(f"cannot build width {config.width} on this device")
+
+
+space = SearchSpace(name="crashing", sample=sample, build=build, epochs=1, trials=2)
+"""
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("data")
+    old = os.environ.get("NAS_DATA_DIR")
+    os.environ["NAS_DATA_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("NAS_DATA_DIR", None)
+    else:
+        os.environ["NAS_DATA_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
+    """One real search of 6 trials at concurrency 2, shared by the tests below."""
+    folder = tmp_path_factory.mktemp("search")
+    space = _write(folder, "tiny.py", TINY.format(epochs=3, train=256))
+    root = folder / "runs"
+    result = launch(SearchOptions(space=str(space), name="six", root=str(root), trials=6, concurrency=2, seed=0),
+                    live=False)
+    return result, root
+
+
+def test_launch_of_six_trials_finishes_with_an_honest_study(finished) -> None:
+    result, root = finished
+    handle = open_search(root, "six")
+    records = handle.records
+    counted = [r for r in records if not (r.state == "FAIL" and r.fail_reason in ("duplicate", "interrupted"))]
+    assert len(counted) == 6
+    assert {r.state for r in counted} <= {"COMPLETE", "PRUNED"}
+    for record in counted:
+        epochs = [row["epoch"] for row in record.history]
+        assert epochs == list(range(1, len(epochs) + 1)), "one history row per epoch, none twice"
+        if record.state == "COMPLETE":
+            assert epochs[-1] == 3 and record.values["val_acc"] == record.history[-1]["val_acc"]
+            assert record.family == "snnmlp"
+            assert (root / "six" / "trials" / str(record.number) / "trainer.pt").is_file()
+        else:  # stopped early by MOASHA: never a finished point
+            assert epochs[-1] < 3 and record.values is None
+            assert set(record.user_attrs["last_values"]) == {"val_acc", "energy_uj"}
+
+
+def test_nas_pareto_shows_a_truly_non_dominated_front(finished, capsys: pytest.CaptureFixture[str]) -> None:
+    result, root = finished
+    assert main(["pareto", "six", "--root", str(root), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows, "a finished search has a non-empty front"
+    complete = [r for r in open_search(root, "six").records if r.state == "COMPLETE"]
+    points = {r.number: (r.values["val_acc"], r.values["energy_uj"]) for r in complete}
+    shown = [row["trial"] for row in rows]
+    for number in shown:
+        acc, energy = points[number]
+        for other, (acc2, energy2) in points.items():
+            dominates = acc2 >= acc and energy2 <= energy and (acc2 > acc or energy2 < energy)
+            assert not (other != number and dominates), f"trial {other} dominates front member {number}"
+    non_dominated = {n for n, (a, e) in points.items()
+                     if not any(a2 >= a and e2 <= e and (a2 > a or e2 < e) for a2, e2 in points.values())}
+    assert set(shown) == non_dominated
+    pruned = {r.number for r in open_search(root, "six").records if r.state == "PRUNED"}
+    assert not pruned & set(shown)
+    assert {r.number for r in result.front} == set(shown)
+
+
+def test_hypervolume_history_is_stored_and_non_decreasing(finished) -> None:
+    _, root = finished
+    study = open_search(root, "six").study
+    history = [value for _, value in study.user_attrs["hypervolume_history"]]
+    assert history and all(b >= a for a, b in zip(history, history[1:], strict=False))
+    assert set(study.user_attrs["reference"]) == {"val_acc", "energy_uj"}
+
+
+def test_status_lists_the_search(finished, capsys: pytest.CaptureFixture[str]) -> None:
+    _, root = finished
+    assert main(["status", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "six" in out and "sqlite" in out
+
+
+def test_a_trial_that_raises_is_failed_with_its_reason_and_the_search_finishes(tmp_path: Path, data_dir) -> None:
+    space = _write(tmp_path, "crashing.py", CRASHING)
+    result = launch(SearchOptions(space=str(space), name="crash", root=str(tmp_path / "runs"), trials=2,
+                                  concurrency=2, max_failures=0, scheduler="none"), live=False)
+    records = [r for r in result.records if r.fail_reason != "duplicate"]
+    assert len(records) == 2
+    for record in records:
+        assert record.state == "FAIL"
+        assert "RuntimeError: cannot build width" in record.fail_reason
+    assert result.front == []
+
+
+def _study_states(root: Path, name: str) -> list[str]:
+    if not (root / "optuna.db").is_file():
+        return []
+    try:
+        study = optuna.load_study(study_name=name, storage=default_storage_url(root))
+    except KeyError:
+        return []
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path: Path, data_dir) -> None:
+    space = _write(tmp_path, "tiny.py", TINY.format(epochs=2, train=512))
+    root = tmp_path / "runs"
+    env = {**os.environ, "NAS_DATA_DIR": str(data_dir)}
+    command = [sys.executable, "-m", "nas.cli", "launch", str(space), "--name", "killed", "--root", str(root),
+               "--trials", "6", "--concurrency", "2", "--scheduler", "none"]
+    controller = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            states = _study_states(root, "killed")
+            if states.count("COMPLETE") >= 1 and "RUNNING" in states:
+                break
+            if controller.poll() is not None:
+                pytest.fail("the controller ended before it could be killed")
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial completed within 300 s")
+    finally:
+        os.killpg(controller.pid, signal.SIGKILL)  # the controller and the Ray it started, like a reboot
+        controller.wait()
+    before = optuna.load_study(study_name="killed", storage=default_storage_url(root)).get_trials()
+    completed_before = {t.number: t.values for t in before if t.state.name == "COMPLETE"}
+    assert any(t.state.name == "RUNNING" for t in before)
+
+    assert main(["resume", "killed", "--root", str(root)]) == 0
+    records = records_from_study(optuna.load_study(study_name="killed", storage=default_storage_url(root)))
+    by_number = {r.number: r for r in records}
+    for number, values in completed_before.items():  # nothing completed was lost or re-run
+        assert by_number[number].state == "COMPLETE" and list(by_number[number].values.values()) == values
+    interrupted = [r for r in records if r.fail_reason == "interrupted"]
+    assert interrupted, "the trials in flight at the kill are recorded as interrupted"
+    retries = [r for r in records if "retry_of" in r.user_attrs]
+    assert sorted(r.user_attrs["retry_of"] for r in retries) == sorted(r.number for r in interrupted)
+    for retry in retries:  # re-run with the same architecture, once
+        assert retry.params == by_number[retry.user_attrs["retry_of"]].params
+        assert retry.state == "COMPLETE"
+    counted = [r for r in records if r.state in ("COMPLETE", "PRUNED")
+               or (r.state == "FAIL" and r.fail_reason not in ("interrupted", "duplicate"))]
+    assert len(counted) == 6
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trials", "0"], "--trials must be at least 1, got 0"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--epochs", "-2"], "--epochs must be at least 1, got -2"),
+        (["--storage", "notaurl"], "is not a SQLAlchemy URL"),
+        (["--storage", "postgresql+psycopg2://nas:secret@127.0.0.1:1/nas"], "is unreachable"),
+        (["--address", "127.0.0.1:1"], "no Ray cluster answers there"),
+        (["--tracking-uri", "http://127.0.0.1:1"], "127.0.0.1:1"),
+    ],
+)
+def test_bad_launch_options_fail_in_one_line_and_touch_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    root = tmp_path / "runs"
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "snnmlp.py"
+    assert main(["launch", str(space), "--root", str(root), "--name", "bad", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("nas: error:")
+    assert "secret" not in err[0]
+    assert not (root / "bad").exists()
+    assert _study_states(root, "bad") == []
+
+
+def test_space_that_does_not_load_gives_the_loader_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = _write(tmp_path, "broken.py", "from nas import SearchSpace\nspace = SearchSpace(\n")
+    assert main(["launch", str(broken), "--root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"nas: error: {broken}:") and "syntax error" in err and "Traceback" not in err
+
+
+def test_objective_the_trainer_never_reports_is_refused(tmp_path: Path) -> None:
+    space = _write(tmp_path, "latency.py", TINY.format(epochs=1, train=64).replace(
+        'name="tiny",', 'name="tiny", objectives={"val_acc": "max", "latency_ms": "min"},'))
+    with pytest.raises(NasError, match="objective 'latency_ms' is never reported"):
+        prepare_search(SearchOptions(space=str(space), root=str(tmp_path / "runs")))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_existing_name_without_resume_is_refused(finished, capsys: pytest.CaptureFixture[str]) -> None:
+    result, root = finished
+    before = len(open_search(root, "six").records)
+    space = root.parent / "tiny.py"
+    assert main(["launch", str(space), "--root", str(root), "--name", "six"]) == 2
+    err = capsys.readouterr().err
+    assert "search 'six' already exists" in err and "--resume" in err
+    assert len(open_search(root, "six").records) == before
+
+
+def test_unknown_search_for_pareto(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pareto", "nope", "--root", str(tmp_path)]) == 2
+    assert "unknown search 'nope'" in capsys.readouterr().err
+
+
+def test_front_of_records_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    from nas.search.records import TrialRecord
+
+    records = [TrialRecord(number=i, state="COMPLETE", params={}, values={"val_acc": float(a), "energy_uj": float(e)})
+               for i, (a, e) in enumerate(rng.random((40, 2)))]
+    front = {r.number for r in front_of(records, {"val_acc": "max", "energy_uj": "min"})}
+    expected = {r.number for r in records if not any(
+        o.values["val_acc"] >= r.values["val_acc"] and o.values["energy_uj"] <= r.values["energy_uj"]
+        and (o.values["val_acc"] > r.values["val_acc"] or o.values["energy_uj"] < r.values["energy_uj"])
+        for o in records)}
+    assert front == expected

