@@ -1,0 +1,832 @@
+"""Everything MLflow: one experiment and one parent run per search, one child run per trial.
+
+The controller owns one ``MlflowTracker`` and calls it from its own process only, so a SQLite
+tracking store never sees concurrent writers (Ray workers never talk to MLflow). Layout:
+
+- experiment = the search name (tag ``nas.search``); parent run named after the search with tags
+  ``nas.search=<name>``, ``nas.role=search``; search options as params (passwords masked);
+  the space file as an artifact.
+- child run ``trial-<n>`` per Optuna trial number: tags ``mlflow.parentRunId``, ``nas.role=trial``,
+  ``nas.trial_number``, ``nas.state`` (running / complete / pruned / failed, ``nas.fail_reason``),
+  ``pareto`` (true / false) and ``pareto_rank`` on complete trials; the architecture params as
+  params, the trial's attributes (family, space file and hash, energy profile, counting policy,
+  ...) as ``nas.<key>`` params and tags; per-epoch metrics under the project's metric names.
+- parent metrics stepped by the number of complete trials: ``hypervolume``, ``front_size``,
+  ``best_val_acc``, ``min_energy_uj``, ``trials_complete`` / ``_pruned`` / ``_failed``; artifacts
+  ``pareto.html``, ``pareto.png``, ``pareto.csv``, ``hypervolume.html`` refreshed at most every
+  ``refresh_seconds``.
+
+Only ``mlflow.MlflowClient`` is used (no fluent active-run state), so two searches in one process
+never see each other's runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas.errors import NasError
+from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy
+    import torch
+    from mlflow import MlflowClient
+
+# How long a tracking server may take to answer the reachability probe, and MLflow's own HTTP
+# retries during a search (its default, 7 retries with backoff 2, stalls the controller for minutes).
+PROBE_TIMEOUT_S = 5.0
+HTTP_MAX_RETRIES = "3"
+HTTP_TIMEOUT_S = "30"
+
+_PARAM_VALUE_MAX = 6000  # MLflow 3 limit on a param value
+_TAG_VALUE_MAX = 8000
+_BATCH_PARAMS = 100  # log_batch accepts at most 100 params per call
+_SECRET_IN_URL = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+@")
+
+_STATES = {
+    "complete": ("complete", "FINISHED"),
+    "pruned": ("pruned", "KILLED"),
+    "failed": ("failed", "FAILED"),
+    "fail": ("failed", "FAILED"),
+}
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of any ``scheme://user:password@host`` URL in it replaced by ``***``."""
+    return _SECRET_IN_URL.sub(r"\g<head>***@", text)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (identifies the exact space file a trial was sampled from)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///"))
+    return None
+
+
+def _as_text(value: Any, limit: int) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, Mapping | list | tuple):
+        text = json.dumps(value, default=str, sort_keys=isinstance(value, Mapping))
+    else:
+        text = str(value)
+    text = mask_secrets(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class MlflowTracker:
+    """MLflow bookkeeping of one search, driven by the controller.
+
+    ``tracking_uri``: ``sqlite:///<abs path>`` (default store in the run folder) or an MLflow
+    server URL. ``objectives``: {name: "max" | "min"} in the study's order. ``artifact_location``:
+    where the experiment's artifacts go when it is created (default for a SQLite store:
+    ``<store folder>/mlartifacts/<search name>``; a server's own default otherwise).
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        search_name: str,
+        *,
+        objectives: dict[str, str],
+        artifact_location: str | None = None,
+        refresh_seconds: float = 10.0,
+    ) -> None:
+        if not search_name:
+            raise ValueError("search_name is empty")
+        if not objectives:
+            raise ValueError("objectives is empty")
+        for name, direction in objectives.items():
+            if direction not in ("max", "min"):
+                raise ValueError(f"objective {name!r} has direction {direction!r}, expected 'max' or 'min'")
+        if refresh_seconds < 0:
+            raise ValueError(f"refresh_seconds must be >= 0, got {refresh_seconds}")
+        self.tracking_uri = tracking_uri
+        self.search_name = search_name
+        self.objectives = dict(objectives)
+        self.refresh_seconds = float(refresh_seconds)
+        db = _sqlite_path(tracking_uri)
+        if artifact_location is None and db is not None:
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", search_name)
+            artifact_location = (db.parent / "mlartifacts" / safe).resolve().as_uri()
+        self.artifact_location = artifact_location
+        if self._is_http:
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_MAX_RETRIES)
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
+        self._client_obj: MlflowClient | None = None
+        self._lock = threading.RLock()
+        self._experiment_id: str | None = None
+        self._parent_run_id: str | None = None
+        self._space_name: str | None = None
+        self._space_hash: str | None = None
+        self._children: dict[int, str] = {}  # trial number -> child run id
+        self._open_children: set[int] = set()  # started by this tracker and not finished yet
+        self._last_step: dict[int, int] = {}
+        self._front_tags: dict[int, tuple[str, str]] = {}  # what the store holds: (pareto, pareto_rank)
+        self._last_count: int | None = None
+        self._last_refresh = -math.inf
+        self._pending: tuple[list[TrialRecord], dict[str, float]] | None = None
+        # hypervolume history, extended as trials complete (recomputing it costs seconds at 1,000 trials)
+        self._hv_numbers: list[int] = []
+        self._hv_values: list[float] = []
+        self._hv_front: Any = None
+        self._hv_reference: list[float] | None = None
+
+    # ------------------------------------------------------------ properties
+    @property
+    def parent_run_id(self) -> str:
+        """Run id of the search's parent run (after ``start_search``)."""
+        if self._parent_run_id is None:
+            raise RuntimeError("MlflowTracker.start_search() has not been called")
+        return self._parent_run_id
+
+    @property
+    def experiment_id(self) -> str:
+        """Id of the search's MLflow experiment (after ``start_search``)."""
+        if self._experiment_id is None:
+            raise RuntimeError("MlflowTracker.start_search() has not been called")
+        return self._experiment_id
+
+    @property
+    def _is_http(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+    @property
+    def _client(self) -> MlflowClient:
+        if self._client_obj is None:
+            from mlflow import MlflowClient
+
+            self._client_obj = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client_obj
+
+    # ------------------------------------------------------------ reachability
+    def check_reachable(self) -> None:
+        """Raise ``NasError`` (one line) when the tracking store cannot be used; bounded to a few seconds."""
+        where = mask_secrets(self.tracking_uri)
+        if self._is_http:
+            self._probe_http()
+            return
+        db = _sqlite_path(self.tracking_uri)
+        if db is not None and not db.parent.is_dir():
+            raise NasError(f"--tracking-uri {where}: folder {db.parent} does not exist")
+        try:
+            self._client.search_experiments(max_results=1)
+        except Exception as error:  # store back ends raise unrelated exception types
+            raise NasError(f"--tracking-uri {where} cannot be opened: {_first_line(error)}") from None
+
+    def _probe_http(self) -> None:
+        where = mask_secrets(self.tracking_uri)
+        query = urllib.parse.urlencode({"experiment_name": self.search_name})
+        url = self.tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?" + query
+        request = urllib.request.Request(url, headers=_auth_headers())
+        try:
+            with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
+                response.read(1)
+        except urllib.error.HTTPError as error:
+            if error.code in (401, 403):
+                raise NasError(
+                    f"MLflow tracking server {where} refused access (HTTP {error.code}); "
+                    "set MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD"
+                ) from None
+            if error.code == 404 and b"RESOURCE_DOES_NOT_EXIST" in error.read():
+                return  # the server answered: the experiment does not exist yet
+            raise NasError(
+                f"{where} does not look like an MLflow tracking server (HTTP {error.code} on the REST API)"
+            ) from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise NasError(
+                f"MLflow tracking server {where} does not answer ({reason}); start it or fix --tracking-uri"
+            ) from None
+
+    # ------------------------------------------------------------ search
+    def start_search(self, *, space_file: Path, search_params: dict[str, Any], resume: bool = False) -> str:
+        """Open the experiment and the parent run; returns the parent run id.
+
+        A new search refuses an experiment that already holds a parent run of that name; ``resume``
+        re-opens that run (and creates it if tracking was off before). Params already logged keep
+        their first value; a changed value on resume is recorded as a ``nas.resumed.<key>`` tag.
+        """
+        from mlflow.entities import Param, RunTag
+
+        space_file = Path(space_file)
+        if not space_file.is_file():
+            raise NasError(f"space file {space_file} does not exist")
+        with self._lock:
+            client = self._client
+            self._space_name = space_file.name
+            self._space_hash = file_sha256(space_file)
+            experiment = client.get_experiment_by_name(self.search_name)
+            if experiment is not None and experiment.lifecycle_stage == "deleted":
+                raise NasError(
+                    f"MLflow experiment {self.search_name!r} is deleted but not purged; restore it in MLflow "
+                    "or choose another --name"
+                )
+            if experiment is None:
+                self._experiment_id = client.create_experiment(
+                    self.search_name,
+                    artifact_location=self.artifact_location,
+                    # marks the experiment as model training (not GenAI) for the MLflow UI
+                    tags={"nas.search": self.search_name, "mlflow.note.content": self._note(),
+                          "mlflow.experimentKind": "custom_model_development"},
+                )
+            else:
+                self._experiment_id = experiment.experiment_id
+            parents = self._search(f"tags.`nas.role` = 'search' and tags.`nas.search` = '{self._quoted_name}'")
+            if parents and not resume:
+                raise NasError(
+                    f"MLflow experiment {self.search_name!r} already holds this search "
+                    f"(run {parents[0].info.run_id}); resume it or choose another --name"
+                )
+            params = {"space_file": self._space_name, "space_sha256": self._space_hash}
+            params.update({k: v for k, v in search_params.items() if v is not None})
+            params["objectives"] = self.objectives
+            text_params = {k: _as_text(v, _PARAM_VALUE_MAX) for k, v in params.items()}
+            tags = [RunTag("nas.search", self.search_name), RunTag("nas.role", "search"),
+                    RunTag("nas.objectives", json.dumps(self.objectives)), RunTag("nas.space_sha256", self._space_hash)]
+            if parents:
+                parent = parents[0]
+                self._parent_run_id = parent.info.run_id
+                client.update_run(self._parent_run_id, status="RUNNING")
+                old = parent.data.params
+                tags += [RunTag(f"nas.resumed.{k}", v[:_TAG_VALUE_MAX]) for k, v in text_params.items()
+                         if k in old and old[k] != v]
+                text_params = {k: v for k, v in text_params.items() if k not in old}
+                self._load_children()
+            else:
+                run = client.create_run(self._experiment_id, run_name=self.search_name,
+                                        tags={"nas.search": self.search_name, "nas.role": "search",
+                                              "mlflow.note.content": self._note()})
+                self._parent_run_id = run.info.run_id
+            items = [Param(k, v) for k, v in text_params.items()]
+            for i in range(0, max(len(items), 1), _BATCH_PARAMS):
+                client.log_batch(self._parent_run_id, params=items[i : i + _BATCH_PARAMS],
+                                 tags=tags if i == 0 else ())
+            client.log_artifact(self._parent_run_id, str(space_file))
+            return self._parent_run_id
+
+    def finish_search(self, status: str = "FINISHED") -> None:
+        """Write any artifact refresh that the throttle held back, end still-open child runs
+        (``failed``, reason ``interrupted``) and end the parent run with ``status``."""
+        if status not in ("FINISHED", "FAILED", "KILLED"):
+            raise ValueError(f"status must be FINISHED, FAILED or KILLED, got {status!r}")
+        with self._lock:
+            parent = self.parent_run_id
+            if self._pending is not None:
+                records, reference = self._pending
+                self._last_refresh = -math.inf  # the held-back refresh is due now
+                self.update_front(records, reference=reference)
+            for number in sorted(self._open_children):
+                self.trial_finished(number, "failed", reason="interrupted")
+            self._client.set_terminated(parent, status=status)
+
+    # ------------------------------------------------------------ trials
+    def trial_started(self, number: int, params: dict[str, Any], *, attrs: dict[str, Any]) -> str:
+        """Open (or re-open, for a retried trial) the child run ``trial-<number>``; returns its run id."""
+        from mlflow.entities import Param, RunTag
+
+        with self._lock:
+            client = self._client
+            attrs = dict(attrs)
+            attrs.setdefault("space_file", self._space_name)
+            attrs.setdefault("space_hash", self._space_hash)
+            run_id = self._child_run_id(number)
+            tags = {"nas.state": "running", "nas.trial_number": str(number)}
+            tags.update({f"nas.{k}": _as_text(v, _TAG_VALUE_MAX) for k, v in attrs.items() if v is not None})
+            values = {str(k): _as_text(v, _PARAM_VALUE_MAX) for k, v in params.items()}
+            values.update({f"nas.{k}": _as_text(v, _PARAM_VALUE_MAX) for k, v in attrs.items() if v is not None})
+            if run_id is None:
+                run = client.create_run(
+                    self.experiment_id,
+                    run_name=f"trial-{number}",
+                    tags={
+                        "mlflow.parentRunId": self.parent_run_id,
+                        "nas.role": "trial",
+                        "nas.search": self.search_name,
+                        "nas.trial_number": str(number),
+                    },
+                )
+                run_id = run.info.run_id
+                self._children[number] = run_id
+            else:
+                # A retried trial keeps its run; params are immutable in MLflow, so only new ones go in.
+                old = client.get_run(run_id).data.params
+                values = {k: v for k, v in values.items() if k not in old}
+                client.update_run(run_id, status="RUNNING")
+            items = [Param(k, v) for k, v in values.items()]
+            for i in range(0, max(len(items), 1), _BATCH_PARAMS):
+                client.log_batch(run_id, params=items[i : i + _BATCH_PARAMS],
+                                 tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else ())
+            self._open_children.add(number)
+            return run_id
+
+    def trial_epoch(self, number: int, metrics: dict[str, float], step: int) -> None:
+        """Log one epoch's metrics (numeric entries only; ``epoch`` is the step, not a metric)."""
+        with self._lock:
+            run_id = self._require_child(number)
+            self._log_metrics(run_id, metrics, step)
+            self._last_step[number] = max(step, self._last_step.get(number, step))
+
+    def trial_finished(
+        self, number: int, state: str, *, reason: str | None = None, final_metrics: dict | None = None
+    ) -> None:
+        """Record how a trial ended: ``complete`` (FINISHED), ``pruned`` (KILLED) or ``failed`` (FAILED).
+
+        Optuna's state names (COMPLETE, PRUNED, FAIL) are accepted too. ``final_metrics`` are
+        logged at the trial's last step so MLflow shows them as the run's latest values.
+        """
+        from mlflow.entities import RunTag
+
+        key = state.lower()
+        if key not in _STATES:
+            raise ValueError(f"trial state {state!r} is not one of complete, pruned, failed")
+        tag_state, run_status = _STATES[key]
+        with self._lock:
+            run_id = self._require_child(number)
+            tags = [RunTag("nas.state", tag_state)]
+            if reason:
+                tags.append(RunTag("nas.fail_reason", _as_text(reason, _TAG_VALUE_MAX)))
+            metrics = []
+            if final_metrics:
+                step = self._last_step.get(number)
+                if step is None:
+                    step = self._stored_last_step(run_id)
+                metrics = _metric_items(final_metrics, step)
+            self._client.log_batch(run_id, metrics=metrics, tags=tags)  # one write: SQLite commits are the cost
+            self._client.set_terminated(run_id, status=run_status)
+            self._open_children.discard(number)
+
+    # ------------------------------------------------------------ the front
+    def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], force: bool = False) -> None:
+        """Recompute the front from ``records`` (every trial of the study) and publish it.
+
+        Tags are written only where they change: ``pareto`` (true / false) at once, together with
+        ``pareto_rank`` for a trial that joins or leaves the front or is tagged for the first time;
+        rank shifts of the other trials with the artifact refresh. Parent metrics are logged when
+        the number of complete trials changed (or ``force``); artifacts are rewritten at most every
+        ``refresh_seconds`` unless ``force`` (a held-back refresh, ranks included, is written by
+        ``finish_search``).
+        """
+        from mlflow.entities import Metric, RunTag
+
+        from nas.search.pareto import ranks_of
+
+        names = list(self.objectives)
+        missing = [n for n in names if n not in reference]
+        if missing:
+            raise ValueError(f"reference has no value for objective(s) {missing}")
+        with self._lock:
+            client = self._client
+            ranks = ranks_of(records, self.objectives)
+            complete = [r for r in records if r.state == COMPLETE]
+            refresh = force or time.monotonic() - self._last_refresh >= self.refresh_seconds
+            for r in complete:
+                rank = ranks.get(r.number)
+                run_id = self._children.get(r.number)
+                if run_id is None:
+                    continue  # a trial this search never tracked
+                old_on, old_rank = self._front_tags.get(r.number, (None, None))
+                on = "true" if rank == 0 else "false"
+                # One new trial can shift the rank of hundreds of others: membership is written at
+                # once, the other ranks with the (throttled) artifact refresh, so a completion costs
+                # a few writes and not one per trial of the study.
+                new_rank = "infeasible" if rank is None else str(rank)
+                if old_rank is not None and not refresh and on == old_on:
+                    new_rank = old_rank
+                if (on, new_rank) == (old_on, old_rank):
+                    continue
+                tags = [RunTag("pareto", on)] if on != old_on else []
+                if new_rank != old_rank:
+                    tags.append(RunTag("pareto_rank", new_rank))
+                client.log_batch(run_id, tags=tags)
+                self._front_tags[r.number] = (on, new_rank)
+
+            count = len(complete)
+            self._extend_hypervolume([r for r in complete if r.number in ranks], reference)
+            if force or count != self._last_count:
+                volume = self._hv_values[-1] if self._hv_values else 0.0
+                now = int(time.time() * 1000)
+                values = {
+                    "hypervolume": volume,
+                    "front_size": float(sum(1 for k in ranks.values() if k == 0)),
+                    "trials_complete": float(count),
+                    "trials_pruned": float(sum(1 for r in records if r.state == PRUNED)),
+                    "trials_failed": float(sum(1 for r in records if r.state == FAIL)),
+                }
+                accs = [v for v in (_metric_of(r, "val_acc") for r in complete) if v is not None]
+                energies = [v for v in (_metric_of(r, "energy_uj") for r in complete) if v is not None]
+                if accs:
+                    values["best_val_acc"] = max(accs)
+                if energies:
+                    values["min_energy_uj"] = min(energies)
+                client.log_batch(self.parent_run_id,
+                                 metrics=[Metric(k, float(v), now, count) for k, v in values.items()])
+                self._last_count = count
+
+            if refresh:
+                self._refresh_artifacts(records, dict(reference), ranks)
+            else:
+                self._pending = (list(records), dict(reference))
+
+    def _extend_hypervolume(self, ranked: list[TrialRecord], reference: dict[str, float]) -> None:
+        """Bring the hypervolume history (one value per complete feasible trial, in completion order)
+        up to date, computing only the trials completed since the last call."""
+        import numpy as np
+
+        from nas.dashboards import completion_order
+        from nas.search.pareto import hypervolume, pareto_mask
+
+        names = list(self.objectives)
+        directions = list(self.objectives.values())
+        ref = [float(reference[n]) for n in names]
+        ordered = completion_order(ranked)
+        known = len(self._hv_numbers)
+        if ref != self._hv_reference or [r.number for r in ordered[:known]] != self._hv_numbers:
+            # another reference, or a trial that completed "before" ones already counted: start over
+            self._hv_numbers, self._hv_values, self._hv_front, self._hv_reference = [], [], None, ref
+        current = self._hv_values[-1] if self._hv_values else 0.0
+        for record in ordered[len(self._hv_numbers) :]:
+            point = np.asarray([[float(record.values[n]) for n in names]], dtype=float)
+            candidate = point if self._hv_front is None else np.vstack([self._hv_front, point])
+            mask = pareto_mask(candidate, directions)
+            if mask[-1]:  # a dominated trial leaves the volume as it is
+                self._hv_front = candidate[mask]
+                current = hypervolume(self._hv_front, directions, ref)
+            self._hv_numbers.append(record.number)
+            self._hv_values.append(current)
+
+    def _refresh_artifacts(
+        self, records: list[TrialRecord], reference: dict[str, float], ranks: dict[int, int]
+    ) -> None:
+        from nas.dashboards import write_front_artifacts
+
+        with tempfile.TemporaryDirectory(prefix="nas-artifacts-") as tmp:
+            write_front_artifacts(
+                records,
+                objectives=self.objectives,
+                reference=reference,
+                folder=tmp,
+                title=f"{self.search_name}: Pareto front",
+                ranks=ranks,
+                history=self._hv_values,
+            )
+            self._client.log_artifacts(self.parent_run_id, tmp)
+        self._last_refresh = time.monotonic()
+        self._pending = None
+
+    # ------------------------------------------------------------ models
+    def log_trial_model(self, number: int, model: torch.nn.Module, input_example: numpy.ndarray) -> None:
+        """Log a trial's trained network on its child run (for ``nas export``).
+
+        Pickle serialisation (whole module; the spiking layers' state does not go through
+        ``torch.export``), an explicit pip requirement list (skips MLflow's slow inference of it)
+        and an input example (MLflow 3 asks for one). The model URI is tagged ``nas.model_uri``.
+        """
+        import mlflow.pytorch
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        with self._lock:
+            run_id = self._require_child(number)
+            with _use_tracking_uri(self.tracking_uri):
+                info = mlflow.pytorch.log_model(
+                    model,
+                    name="model",
+                    input_example=input_example,
+                    pip_requirements=_pip_requirements(),
+                    serialization_format="pickle",
+                    run_id=run_id,
+                )
+            self._client.set_tag(run_id, "nas.model_uri", info.model_uri)
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def _quoted_name(self) -> str:
+        if "'" in self.search_name:
+            raise NasError(f"search name {self.search_name!r} contains a quote, which MLflow filters cannot hold")
+        return self.search_name
+
+    def _note(self) -> str:
+        objectives = ", ".join(f"{n} ({d})" for n, d in self.objectives.items())
+        return (
+            f"nas search **{self.search_name}** ({objectives}). The parent run holds the Pareto front "
+            "(artifacts pareto.html, pareto.csv, hypervolume.html); child runs are tagged pareto=true/false."
+        )
+
+    def _search(self, filter_string: str) -> list[Any]:
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self._client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000,
+                                            page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _load_children(self) -> None:
+        """Fill the trial-number -> run cache (and the stored front tags) from the store."""
+        for run in self._search(f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'"):
+            tags = run.data.tags
+            if "nas.trial_number" not in tags:
+                continue
+            number = int(tags["nas.trial_number"])
+            self._children.setdefault(number, run.info.run_id)
+            if "pareto" in tags and "pareto_rank" in tags:
+                self._front_tags[number] = (tags["pareto"], tags["pareto_rank"])
+
+    def _child_run_id(self, number: int) -> str | None:
+        # Complete after start_search: a new parent has no children, a resumed one had them all
+        # looked up by tag there, and every child created since went through this cache.
+        if self._parent_run_id is None:
+            raise RuntimeError("MlflowTracker.start_search() has not been called")
+        return self._children.get(number)
+
+    def _require_child(self, number: int) -> str:
+        run_id = self._child_run_id(number)
+        if run_id is None:
+            raise ValueError(f"trial {number} has no MLflow run: call trial_started() first")
+        return run_id
+
+    def _stored_last_step(self, run_id: str) -> int:
+        run = self._client.get_run(run_id)
+        if not run.data.metrics:
+            return 0
+        history = self._client.get_metric_history(run_id, next(iter(run.data.metrics)))
+        return max((m.step for m in history), default=0)
+
+    def _log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
+        items = _metric_items(metrics, step)
+        if items:
+            self._client.log_batch(run_id, metrics=items)
+
+
+def _metric_items(metrics: Mapping[str, Any], step: int) -> list[Any]:
+    """MLflow metrics of the numeric entries (``epoch`` / ``step`` are the step, not metrics)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items()
+            if _is_number(v) and k not in ("epoch", "step")]
+
+
+def _metric_of(record: TrialRecord, name: str) -> float | None:
+    if record.values is not None and name in record.values:
+        return float(record.values[name])
+    value = record.last_metrics.get(name)
+    return float(value) if _is_number(value) else None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return mask_secrets(text.splitlines()[0] if text else type(error).__name__)
+
+
+def _auth_headers() -> dict[str, str]:
+    """The credentials MLflow's client would send, read from the same environment variables."""
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {basic}"}
+    return {}
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for package in ("torch", "spikingjelly", "numpy"):
+        try:
+            out.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+
+# ---------------------------------------------------------------- the MLflow UI (nas ui)
+UI_START_TIMEOUT_S = 120.0
+
+
+def find_parent_run(tracking_uri: str, search_name: str) -> tuple[str, str] | None:
+    """(experiment id, parent run id) of a search in a tracking store, or None when it has none."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(search_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`nas.role` = 'search'", max_results=10)
+    runs = [r for r in runs if r.data.tags.get("nas.search") == search_name]
+    if not runs:
+        return None
+    return experiment.experiment_id, runs[0].info.run_id
+
+
+def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
+    """Address of a run's page in the MLflow UI."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+class MlflowUi:
+    """An ``mlflow server`` for a run folder's SQLite store, bound to 127.0.0.1 (``nas ui``).
+
+    ``start()`` returns once the server answers; ``stop()`` ends it. Job execution is switched off
+    (it would start extra workers, ~2 GiB) and one worker serves the UI.
+    """
+
+    def __init__(self, root: str | Path, *, port: int = 5000, tracking_uri: str | None = None) -> None:
+        self.root = Path(root)
+        if not 0 < port < 65536:
+            raise ValueError(f"--port must be in 1..65535, got {port}")
+        self.port = port
+        self.tracking_uri = tracking_uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+        self.url = f"http://127.0.0.1:{port}"
+        self._process: Any = None
+        self._log: Any = None
+
+    def command(self) -> list[str]:
+        """The ``mlflow server`` command line."""
+        import sys
+
+        return [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", self.tracking_uri,
+            "--default-artifact-root", (self.root / "mlartifacts").resolve().as_uri(),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = UI_START_TIMEOUT_S) -> str:
+        """Start the server and wait until it answers; returns its base URL."""
+        import socket
+        import subprocess
+
+        db = _sqlite_path(self.tracking_uri)
+        if db is not None and not db.is_file():
+            raise NasError(f"{self.root}: no MLflow store here ({db.name} missing); run a search first or pass --root")
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError:
+                raise NasError(f"port {self.port} on 127.0.0.1 is in use; pass another --port") from None
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        self._log = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(self.command(), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                tail = self._log_tail()
+                self.stop()
+                raise NasError(f"mlflow server exited with code {self._process.returncode}: {tail}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self.url
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise NasError(f"mlflow server did not answer on {self.url} within {timeout:.0f} s")
+
+    def wait(self) -> int:
+        """Block until the server exits; returns its exit code."""
+        return self._process.wait()
+
+    def stop(self) -> None:
+        """Terminate the server (and its worker) and wait for it."""
+        import subprocess
+
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _log_tail(self) -> str:
+        self._log.seek(0)
+        lines = [line for line in self._log.read().decode(errors="replace").splitlines() if line.strip()]
+        return lines[-1] if lines else "no output"
+
+    def __enter__(self) -> MlflowUi:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------- the model registry (nas export)
+def find_trial_run_id(tracking_uri: str, search_name: str, number: int) -> str | None:
+    """Id of the MLflow child run of trial ``number`` of a search, or None when the store has none."""
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiment = client.get_experiment_by_name(search_name)
+        if experiment is None:
+            return None
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`nas.role` = 'trial' and tags.`nas.trial_number` = '{int(number)}'",
+            max_results=10,
+        )
+    except Exception as error:  # store back ends raise unrelated exception types
+        raise NasError(f"MLflow store {mask_secrets(tracking_uri)} cannot be read: {_first_line(error)}") from None
+    runs = [r for r in runs if r.data.tags.get("nas.search", search_name) == search_name]
+    return runs[0].info.run_id if runs else None
+
+
+def trial_model_uri(tracking_uri: str, run_id: str | None) -> str | None:
+    """The model a search logged on a trial's run (tag ``nas.model_uri``), or None."""
+    if not run_id:
+        return None
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags.get("nas.model_uri")
+
+
+@dataclass
+class RegistryEntry:
+    """One model to register: the trial's run, and either an already logged model or the module to log."""
+
+    number: int
+    run_id: str
+    model_uri: str | None
+    model: Any
+    input_example: Any
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def register_models(
+    tracking_uri: str, name: str, entries: list[RegistryEntry], aliases: Mapping[str, int]
+) -> dict[int, str]:
+    """Register each entry as a new version of the registered model ``name``; returns number -> version.
+
+    An entry without ``model_uri`` is first logged on its trial's run (name ``export``). ``aliases``
+    maps an alias (``best-accuracy``, ``min-energy``, ``knee``) to a trial number among the entries;
+    aliases replace the deprecated stages. Version tags are the entry's tags (its metrics).
+    """
+    import mlflow.pytorch
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    versions: dict[int, str] = {}
+    # The SQL registry resolves a "models:/<id>" source through the process-wide tracking URI.
+    with _use_tracking_uri(tracking_uri):
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name, tags={"nas.search": name},
+                                           description=f"Exported architectures of nas search {name}")
+        for entry in entries:
+            source = entry.model_uri
+            if source is None:
+                info = mlflow.pytorch.log_model(
+                    entry.model,
+                    name="export",
+                    input_example=entry.input_example,
+                    pip_requirements=_pip_requirements(),
+                    serialization_format="pickle",
+                    run_id=entry.run_id,
+                )
+                source = info.model_uri
+            version = client.create_model_version(name, source=source, run_id=entry.run_id or None,
+                                                  tags=dict(entry.tags))
+            versions[entry.number] = str(version.version)
+    for alias, number in aliases.items():
+        if number not in versions:
+            raise ValueError(f"alias {alias!r} names trial {number}, which is not among the entries")
+        client.set_registered_model_alias(name, alias, versions[number])
+    return versions
