@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -12,3 +14,105 @@ class Matmul(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.matmul(a, b)
+
+
+class Seq(nn.Module):
+    """Run stateless layers on a ``[T, B, ...]`` tensor by folding time into the batch.
+
+    BatchNorm inside therefore pools its statistics over T and B together, as in spikingjelly's
+    ``SeqToANNContainer``.
+    """
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layers(x.flatten(0, 1))
+        return y.unflatten(0, (x.shape[0], x.shape[1]))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample while training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+def repeat_time(x: torch.Tensor, time_steps: int) -> torch.Tensor:
+    """Direct encoding: the same tensor at every one of ``time_steps`` steps (a view, no copy)."""
+    return x.unsqueeze(0).expand(time_steps, *x.shape)
+
+
+def as_int_tuple(value: object, field: str, length: int | None = None) -> tuple[int, ...]:
+    """``value`` as a tuple of ints (a single int is repeated ``length`` times); ValueError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and length is not None:
+        return (value,) * length
+    if not isinstance(value, tuple | list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{field} must be a tuple of ints, got {value!r}")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{field} must have {length} entries (one per stage), got {value!r}")
+    return tuple(value)
+
+
+def check_int(value: object, field: str, minimum: int = 1) -> int:
+    """``value`` if it is an int >= ``minimum``; ValueError naming ``field`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_float(value: object, field: str, low: float | None = None, high: float | None = None) -> float:
+    """``value`` as a float inside ``[low, high]``; ValueError naming ``field`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{field} must be a number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{field} must be in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def check_choice(value: object, field: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; ValueError naming ``field`` otherwise."""
+    if value not in choices:
+        raise ValueError(f"{field} must be one of {choices}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def apply_data_info(config: object, data_info: object | None) -> object:
+    """The config with ``img_size``, ``in_chans`` and ``num_classes`` taken from ``data_info``.
+
+    ``dataclasses.replace`` re-runs the config's validation on the final values.
+    """
+    if data_info is None:
+        return config
+    changes = {name: getattr(data_info, name) for name in ("img_size", "in_chans", "num_classes")}
+    return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+
+
+def config_from_dict(cls: type, d: dict) -> object:
+    """Rebuild a config dataclass from ``dataclasses.asdict`` output: lists back to tuples,
+    the nested ``neuron`` dict back to a ``NeuronConfig``."""
+    from nas.snn.neuron import NeuronConfig
+
+    if not isinstance(d, dict):
+        raise ValueError(f"{cls.__name__}.from_dict needs a dict, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field {unknown[0]!r}")
+    kwargs = {}
+    for key, value in d.items():
+        if key == "neuron":
+            value = NeuronConfig.from_dict(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
