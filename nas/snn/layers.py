@@ -52,6 +52,19 @@ def repeat_time(x: torch.Tensor, time_steps: int) -> torch.Tensor:
     return x.unsqueeze(0).expand(time_steps, *x.shape)
 
 
+def halving_resolutions(first: int, stages: int, *, round_up: bool = False) -> tuple[int, ...]:
+    """Side of the feature map in each of ``stages`` stages, halved between stages.
+
+    ``round_up`` for a 3x3 stride-2 conv with padding 1 (odd sides round up); otherwise a 2x2
+    merge (callers reject odd sides before a merge).
+    """
+    out = []
+    for _ in range(stages):
+        out.append(first)
+        first = (first + 1) // 2 if round_up else first // 2
+    return tuple(out)
+
+
 def as_int_tuple(value: object, field: str, length: int | None = None) -> tuple[int, ...]:
     """``value`` as a tuple of ints (a single int is repeated ``length`` times); ValueError otherwise."""
     if isinstance(value, int) and not isinstance(value, bool) and length is not None:

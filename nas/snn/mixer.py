@@ -22,6 +22,7 @@ from nas.snn.layers import (
     check_float,
     check_int,
     config_from_dict,
+    halving_resolutions,
     repeat_time,
 )
 from nas.snn.neuron import NeuronConfig, make_neuron, reset_states
@@ -80,12 +81,7 @@ class MixerSNNConfig:
 
     def stage_resolutions(self) -> tuple[int, ...]:
         """Side of the feature map in each stage."""
-        r = self.img_size // self.patch_size
-        out = []
-        for _ in self.depths:
-            out.append(r)
-            r //= 2
-        return tuple(out)
+        return halving_resolutions(self.img_size // self.patch_size, len(self.depths))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MixerSNNConfig:

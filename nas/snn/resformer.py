@@ -23,6 +23,7 @@ from nas.snn.layers import (
     check_float,
     check_int,
     config_from_dict,
+    halving_resolutions,
     repeat_time,
 )
 from nas.snn.neuron import NeuronConfig, make_neuron, reset_states
@@ -104,12 +105,8 @@ class SpikingResformerConfig:
 
     def stage_resolutions(self) -> tuple[int, ...]:
         """Side of the feature map in each stage."""
-        r = self.img_size // {"imagenet": 4, "cifar": 1, "conv_pool": 2}[self.stem]
-        out = []
-        for _ in self.planes:
-            out.append(r)
-            r = (r + 1) // 2  # 3x3 stride-2 conv with padding 1
-        return tuple(out)
+        first = self.img_size // {"imagenet": 4, "cifar": 1, "conv_pool": 2}[self.stem]
+        return halving_resolutions(first, len(self.planes), round_up=True)  # 3x3 stride-2 convs, padding 1
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SpikingResformerConfig:

@@ -21,6 +21,7 @@ from nas.snn.layers import (
     check_float,
     check_int,
     config_from_dict,
+    halving_resolutions,
 )
 
 _NORMS = ("groupnorm", "batchnorm")
@@ -103,12 +104,7 @@ class SNNMLPConfig:
 
     def stage_resolutions(self) -> tuple[int, ...]:
         """Side of the feature map in each stage."""
-        r = self.input_resolution() // self.patch_size
-        out = []
-        for _ in self.depths:
-            out.append(r)
-            r //= 2
-        return tuple(out)
+        return halving_resolutions(self.input_resolution() // self.patch_size, len(self.depths))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SNNMLPConfig:
