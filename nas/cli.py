@@ -162,6 +162,23 @@ def _pareto(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from nas.search.summary import render_rows
+    from nas.space import load_space, parse_params, train_params
+
+    space = load_space(args.space, check_samples=0)
+    params = parse_params(args.params, args.trial_config)
+    rows = []
+    columns = ("epoch", "train_loss", "val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps",
+               "epoch_seconds")
+    for metrics in train_params(space, params, epochs=args.epochs, dataset=args.dataset, seed=args.seed):
+        rows.append({k: metrics.get(k) for k in columns})
+        print(f"epoch {metrics['epoch']}: val_acc {metrics['val_acc']:.4f}  energy_uj {metrics['energy_uj']:.4g}  "
+              f"{metrics['epoch_seconds']:.1f} s", flush=True)
+    print(render_rows(rows, title=f"{space.name} candidate {params}"))
+    return 0
+
+
 # ---------------------------------------------------------------- tracking views (issue 7)
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -209,11 +226,37 @@ def _ui(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- export (issue 8)
 def _export(args: argparse.Namespace) -> int:
-    raise NasError("nas export: not available yet")
+    from nas.export import ExportOptions, export_search, parse_formats
+
+    options = ExportOptions(
+        name=args.name, root=args.root, pareto=args.pareto, knee=args.knee, trials=list(args.trial or []),
+        out=args.out, retrain_epochs=args.retrain_epochs, formats=parse_formats(args.format),
+        register=args.register, force=args.force,
+    )
+    exported = export_search(options)
+    print(f"{'trial':>5}  {'rank':>4}  {'weights':<9}  {'val_acc':>7}  {'energy_uj':>9}  {'onnx':<12}  "
+          f"{'registry':<24}  folder")
+    for e in exported:
+        rank = "-" if e.pareto_rank is None else str(e.pareto_rank)
+        onnx = e.onnx if e.onnx.endswith(".onnx") else "none"
+        registry = f"v{e.registered_version} {','.join(e.aliases)}".strip() if e.registered_version else "-"
+        print(f"{e.trial:>5}  {rank:>4}  {e.weights_source:<9}  {e.metrics['val_acc']:>7.4f}  "
+              f"{e.metrics['energy_uj']:>9.4g}  {onnx:<12}  {registry:<24}  {e.folder}")
+    for e in exported:
+        if not e.onnx.endswith(".onnx"):
+            print(f"trial {e.trial}: no ONNX ({e.onnx})")
+    print(f"{len(exported)} model(s) exported to {options.out}")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    raise NasError("nas evaluate: not available yet")
+    from nas.energy import render_table
+    from nas.export import evaluate_export
+
+    result = evaluate_export(args.path, dataset=args.dataset)
+    print(render_table(result.report))
+    print(f"val_acc {result.val_acc!r} on {result.images} validation images of {result.dataset}")
+    return 0
 
 
 # ---------------------------------------------------------------- cluster (issue 9)
@@ -301,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the search of the same --name")
     _add_search_options(p)
     p.set_defaults(handler=_launch)
+
+    p = sub.add_parser("train", help="train one candidate of a space outside any search")
+    p.add_argument("space", help="search-space file")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--params", default=None, help="the candidate's params as JSON, e.g. '{\"width\": 32}'")
+    given.add_argument("--trial-config", default=None, help="a JSON file of params (or an arch.json)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_train)
 
     p = sub.add_parser("resume", help="continue a stopped search")
     p.add_argument("name")

@@ -15,10 +15,10 @@ from nas.search.progress import LiveView
 
 def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool | None = None) -> SearchResult:
     """Run a search end to end; returns when it finishes, is interrupted or runs out of budget."""
-    from nas.tracking import MlflowTracker
-
     if not options.verbose:
         _quiet_libraries()
+    from nas.tracking import MlflowTracker
+
     trackers: list[MlflowTracker] = []
 
     def check_tracking(name: str, tracking_uri: str, space: Any) -> None:
@@ -53,8 +53,11 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
 def _quiet_libraries() -> None:
     """Keep the terminal to nas's own view: library chatter goes to ``--verbose`` only."""
     import logging
+    import os
     import warnings
 
+    # Read by MLflow when it configures its loggers (at import and again around its DB migrations).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

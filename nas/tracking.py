@@ -144,6 +144,7 @@ class MlflowTracker:
         self._space_hash: str | None = None
         self._children: dict[int, str] = {}  # trial number -> child run id
         self._open_children: set[int] = set()  # started by this tracker and not finished yet
+        self._left_running: set[int] = set()  # children a killed controller left RUNNING (seen on resume)
         self._last_step: dict[int, int] = {}
         self._front_tags: dict[int, tuple[str, str]] = {}  # what the store holds: (pareto, pareto_rank)
         self._last_count: int | None = None
@@ -342,6 +343,26 @@ class MlflowTracker:
                                  tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else ())
             self._open_children.add(number)
             return run_id
+
+    def search_resumed(self, records: list[TrialRecord], *, attrs: dict[str, Any]) -> None:
+        """On resume, end the child runs of trials the study finished while a killed controller ran them.
+
+        The controller writes the study first and MLflow after, so a controller killed in between
+        leaves a child run RUNNING (or, for a trial Ray never started, none) although the study holds
+        the trial as COMPLETE, PRUNED or FAIL (``interrupted``). Each such run is ended as the study
+        says, so every trial of the study has one run in the same state. Rejected duplicates have none.
+        """
+        for record in records:
+            if record.state not in (COMPLETE, PRUNED, FAIL) or record.fail_reason == "duplicate":
+                continue
+            missing = self._child_run_id(record.number) is None
+            if not missing and record.number not in self._left_running:
+                continue
+            if missing:
+                self.trial_started(record.number, record.params, attrs=attrs)
+            final = record.history[-1] if record.history else None
+            self.trial_finished(record.number, record.state, reason=record.fail_reason, final_metrics=final)
+            self._left_running.discard(record.number)
 
     def trial_epoch(self, number: int, metrics: dict[str, float], step: int) -> None:
         """Log one epoch's metrics (numeric entries only; ``epoch`` is the step, not a metric)."""
@@ -554,6 +575,8 @@ class MlflowTracker:
                 continue
             number = int(tags["nas.trial_number"])
             self._children.setdefault(number, run.info.run_id)
+            if run.info.status == "RUNNING":
+                self._left_running.add(number)
             if "pareto" in tags and "pareto_rank" in tags:
                 self._front_tags[number] = (tags["pareto"], tags["pareto_rank"])
 

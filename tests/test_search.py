@@ -275,3 +275,50 @@ def test_front_of_records_matches_brute_force() -> None:
         and (o.values["val_acc"] > r.values["val_acc"] or o.values["energy_uj"] < r.values["energy_uj"])
         for o in records)}
     assert front == expected
+
+
+def test_mlflow_holds_one_parent_and_one_child_per_trial_with_front_tags(finished) -> None:
+    import csv
+    import io
+
+    import mlflow
+
+    from nas.search.store import default_tracking_uri
+
+    result, root = finished
+    client = mlflow.MlflowClient(tracking_uri=default_tracking_uri(root))
+    experiment = client.get_experiment_by_name("six")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    records = open_search(root, "six").records
+    ran = {r.number for r in records if r.state in ("COMPLETE", "PRUNED", "FAIL") and r.history}
+    numbers = sorted(int(c.data.tags["nas.trial_number"]) for c in children)
+    assert numbers == sorted(ran), "exactly one child run per trial that ran"
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    front = {r.number for r in result.front}
+    tagged = {int(c.data.tags["nas.trial_number"]) for c in children if c.data.tags.get("pareto") == "true"}
+    assert tagged == front
+    history = [m.value for m in sorted(client.get_metric_history(parent.info.run_id, "hypervolume"),
+                                       key=lambda m: m.step)]
+    assert history and all(b >= a - 1e-12 for a, b in zip(history, history[1:], strict=False))
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.html", "pareto.csv", "pareto.png", "hypervolume.html"} <= artifacts
+    text = Path(client.download_artifacts(parent.info.run_id, "pareto.csv")).read_text()
+    assert {int(row["trial"]) for row in csv.DictReader(io.StringIO(text))} == front
+
+
+def test_nas_report_contains_the_front(finished, tmp_path: Path) -> None:
+    result, root = finished
+    assert main(["report", "six", "--root", str(root), "--out", str(tmp_path)]) == 0
+    import re
+
+    html = next(tmp_path.glob("*.html")).read_text()
+    listed = re.search(r'<p id="front-trials">Front \((\d+) trials\): ([^<]*)</p>', html)
+    assert listed is not None
+    assert {int(n) for n in re.findall(r"#(\d+)", listed.group(2))} == {r.number for r in result.front}
+    front_table = html.split('<table id="front-table">')[1].split("</table>")[0]
+    assert {int(n) for n in re.findall(r'data-trial="(\d+)"', front_table)} == {r.number for r in result.front}
+    assert "Firing rates and energy of the front" in html

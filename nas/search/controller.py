@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -86,6 +87,7 @@ class SearchListener(Protocol):
     def trial_epoch(self, number: int, metrics: dict[str, float], step: int) -> None: ...
     def trial_finished(self, number: int, state: str, *, reason: str | None = None,
                        final_metrics: dict | None = None) -> None: ...
+    def search_resumed(self, records: list[TrialRecord], *, attrs: dict[str, Any]) -> None: ...
     def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], force: bool = False) -> None: ...
 
 
@@ -314,6 +316,42 @@ def _start_ray(prepared: PreparedSearch) -> None:
     prepared.started_ray = True
 
 
+class _EventPump:
+    """One background thread that runs listener work in submission order.
+
+    Ray Tune calls callbacks inside its event loop, so slow tracking (MLflow writes, artifact
+    refreshes) would hold up every trial's next step. Listeners still see exactly one caller thread,
+    in order, so a SQLite-backed MLflow store never has two writers.
+    """
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None] = queue.Queue()
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="nas-bookkeeping", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            function, args, kwargs = item
+            try:
+                function(*args, **kwargs)
+            except Exception as error:  # tracking trouble must not stop the search; reported at the end
+                log.warning("bookkeeping: %s failed: %s", getattr(function, "__name__", function), error)
+                self.errors.append(f"{type(error).__name__}: {error}")
+
+    def submit(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue ``function(*args, **kwargs)``."""
+        self._queue.put((function, args, kwargs))
+
+    def close(self) -> None:
+        """Run everything queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+
 class _Bookkeeper:
     """Ray Tune callback: the single place where trial events reach the study's extras and listeners."""
 
@@ -325,6 +363,8 @@ class _Bookkeeper:
         self.nodes: dict[int, str] = {}
         self.described: set[int] = set()
         self.started_at = time.monotonic()
+        self._pump = _EventPump()
+        self._front_pending = False
 
     def _describe_trial(self, number: int, result: dict[str, Any]) -> None:
         """Record what was built (family, T, size) and where it ran as the trial's user attrs."""
@@ -339,6 +379,9 @@ class _Bookkeeper:
                 study._storage.set_trial_user_attr(trial_id, attr, result[key])
 
     def _notify(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self._pump.submit(self._notify_now, method, *args, **kwargs)
+
+    def _notify_now(self, method: str, *args: Any, **kwargs: Any) -> None:
         for listener in self.listeners:
             handler = getattr(listener, method, None)
             if handler is not None:
@@ -352,11 +395,8 @@ class _Bookkeeper:
             self.numbers[trial.trial_id] = int(number)
         return self.numbers[trial.trial_id]
 
-    def on_trial_start(self, trial: Any) -> None:
-        number = self.number_of(trial)
-        if number is None:
-            return
-        attrs = {
+    def _attrs(self) -> dict[str, Any]:
+        return {
             "family": None,
             "space_file": Path(self.prepared.space.source_file or "space.py").name,
             "space_hash": self.prepared.space.source_hash,
@@ -364,13 +404,26 @@ class _Bookkeeper:
             "dataset": self.prepared.dataset,
             "search": self.prepared.name,
         }
-        self._notify("trial_started", number, dict(trial.config.get("params", {})), attrs=attrs)
+
+    def on_trial_start(self, trial: Any) -> None:
+        number = self.number_of(trial)
+        if number is None:
+            return
+        self._notify("trial_started", number, dict(trial.config.get("params", {})), attrs=self._attrs())
+
+    def search_resumed(self) -> None:
+        """Tell listeners (``search_resumed``) the study as a resume finds it, after interrupted trials were failed.
+
+        A killed controller may have left MLflow behind the study; the tracker settles that from here.
+        """
+        self._notify("search_resumed", records_from_study(self.prepared.study), attrs=self._attrs())
 
     def on_trial_result(self, trial: Any, result: dict[str, Any]) -> None:
         number = self.number_of(trial)
         if number is None:
             return
         node = result.get("node_ip") or result.get("hostname")
+        previous_node = self.nodes.get(number)
         if result.get("node_id"):
             self.nodes[number] = str(result["node_id"])
         elif node:
@@ -378,10 +431,31 @@ class _Bookkeeper:
         if number not in self.described:
             self.described.add(number)
             self._describe_trial(number, result)
+        elif result.get("node_id") and str(result["node_id"]) != previous_node:
+            # Ray restarted the trial on another node (its node died): node_id says where it ended.
+            self._set_attr(number, "node_id", str(result["node_id"]))
         metrics = {k: float(v) for k, v in result.items()
                    if k in _TRACKED_METRICS and isinstance(v, int | float) and not isinstance(v, bool)}
         if "epoch" in result:
             self._notify("trial_epoch", number, metrics, step=int(result["epoch"]))
+
+    def on_trial_recover(self, trial: Any) -> None:
+        """Ray restarts a trial that crashed (e.g. its node died): count it on the same Optuna trial."""
+        number = self.number_of(trial)
+        if number is None:
+            return
+        study = self.prepared.study
+        frozen = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
+            study._study_id, number))
+        self._set_attr(number, "ray_restarts", int(frozen.user_attrs.get("ray_restarts", 0)) + 1)
+        # Wall-clock time, comparable with the kill time of a node in another process (benchmarks).
+        self._set_attr(number, "ray_restarted_at", [*frozen.user_attrs.get("ray_restarted_at", []), time.time()])
+
+    def _set_attr(self, number: int, key: str, value: Any) -> None:
+        study = self.prepared.study
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        if not study._storage.get_trial(trial_id).state.is_finished():
+            study._storage.set_trial_user_attr(trial_id, key, value)
 
     def on_trial_error(self, trial: Any) -> None:
         number = self.number_of(trial)
@@ -402,18 +476,32 @@ class _Bookkeeper:
         state = frozen.state.name
         reason = frozen.user_attrs.get("fail_reason")
         if state == COMPLETE:
-            _keep_final_weights(trial, self.prepared.search_dir / "trials" / str(number))
+            self._pump.submit(_keep_final_weights, getattr(trial, "checkpoint", None),
+                              self.prepared.search_dir / "trials" / str(number))
         label = {COMPLETE: "complete", PRUNED: "pruned", FAIL: "failed"}.get(state, state.lower())
         self._notify("trial_finished", number, label, reason=reason, final_metrics=trial.last_result or {})
         self.update_front(force=False)
 
     def update_front(self, *, force: bool) -> None:
+        """Recompute the front off Ray's event loop; several completions in a row need one update."""
+        if self._front_pending and not force:
+            return
+        self._front_pending = True
+        self._pump.submit(self._update_front_now, force=force)
+
+    def close(self) -> list[str]:
+        """Finish all queued bookkeeping; returns the errors it met."""
+        self._pump.close()
+        return self._pump.errors
+
+    def _update_front_now(self, *, force: bool) -> None:
+        self._front_pending = False
         records = records_from_study(self.prepared.study)
         reference = _ensure_reference(self.prepared.study, records, self.prepared.objectives)
         if reference is None:
             return
         _record_hypervolume_history(self.prepared.study, records, self.prepared.objectives, reference)
-        self._notify("update_front", records, reference=reference, force=force)
+        self._notify_now("update_front", records, reference=reference, force=force)
 
 
 _TRACKED_METRICS = ("epoch", "train_loss", "val_acc", "energy_uj", "sops", "macs", "firing_rate", "params",
@@ -438,9 +526,8 @@ def _error_reason(trial: Any) -> str:
     return lines[-1][:300]
 
 
-def _keep_final_weights(trial: Any, folder: Path) -> None:
+def _keep_final_weights(checkpoint: Any, folder: Path) -> None:
     """Copy a complete trial's last checkpoint next to the search, where export finds it."""
-    checkpoint = getattr(trial, "checkpoint", None)
     if checkpoint is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -486,8 +573,13 @@ def _record_hypervolume_history(study: Any, records: list[TrialRecord], objectiv
     return history
 
 
-def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = ()) -> SearchResult:
-    """Run the prepared search to the end (or to Ctrl-C / the time budget) and return its result."""
+def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
+               trainable: Callable[[dict[str, Any], Any], None] | None = None) -> SearchResult:
+    """Run the prepared search to the end (or to Ctrl-C / the time budget) and return its result.
+
+    ``trainable(config, setup)`` replaces the real candidate training; benchmarks use it to time the
+    orchestration alone with trials of known length.
+    """
     import ray
     from ray import tune
 
@@ -529,8 +621,10 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = ()) -> Searc
         seed=options.seed,
     )
     bookkeeper = _Bookkeeper(prepared, searcher, listeners)
+    if options.resume:
+        bookkeeper.search_resumed()
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, setup=setup),
+        tune.with_parameters(trainable or run_trial, setup=setup),
         {"cpu": prepared.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     storage_path = options.storage_path or str((prepared.search_dir / "ray").resolve())
@@ -562,6 +656,8 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = ()) -> Searc
         interrupted = True
     finally:
         bookkeeper.update_front(force=True)
+        for error in bookkeeper.close():
+            print(f"nas: warning: bookkeeping error during the search: {error}", file=sys.stderr)
         if prepared.started_ray:
             ray.shutdown()
     records = records_from_study(study)
@@ -630,6 +726,10 @@ def _make_ray_callback_class() -> type:
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             if self.bookkeeper is not None:
                 self.bookkeeper.on_trial_error(trial)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if self.bookkeeper is not None:
+                self.bookkeeper.on_trial_recover(trial)
 
     return RayCallback
 

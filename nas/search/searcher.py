@@ -317,6 +317,18 @@ class OptunaMultiObjectiveSearcher(Searcher):
         self._pending_errors = set()
         self._done = set()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the study: Ray Tune writes the searcher into ``tuner.pkl`` on the storage path.
+
+        The study's storage holds the database URL, password included, and live trial handles hold the
+        study; neither may land in trial storage that every node (or an object store) can read. Such a
+        copy is only good for Ray's ``Tuner.restore``, which nas never uses: it resumes from the study.
+        """
+        state = self.__dict__.copy()
+        state["_study"] = None
+        state["_trials"] = {}
+        return state
+
     # Counting ------------------------------------------------------------------------------------
 
     def trials_used(self) -> int:

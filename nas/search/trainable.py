@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 CHECKPOINT_FILE = "trainer.pt"
 ARCH_FILE = "arch.json"
+ENERGY_FILE = "energy.json"
 
 _LOADERS: dict[tuple, tuple[Any, Any, Any]] = {}
 
@@ -71,6 +73,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from nas.space import space_from_source_cached
     from nas.train import CandidateDiverged, CandidateTrainer, TrainRecipe
 
+    # Wall-clock start of this attempt on this node: after a node dies, the retry's value tells when
+    # the trial was running again elsewhere (compared with the kill time by benchmarks/bench_cluster.py).
+    attempt_started_at = time.time()
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
     params = config["params"]
     number = config.get("optuna_number")
@@ -101,10 +106,12 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         for metrics in trainer.epochs():
             metrics = {**metrics, "optuna_number": number, "time_steps": arch["time_steps"],
                        "diverged": not _finite(metrics), "node_id": node_id,
-                       "family": arch["family"]}
+                       "family": arch["family"], "attempt_started_at": attempt_started_at}
             with tempfile.TemporaryDirectory() as folder:
                 trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
                 (Path(folder) / ARCH_FILE).write_text(json.dumps(arch, default=str))
+                if trainer.last_energy is not None:  # per-layer rows for the report of the front
+                    (Path(folder) / ENERGY_FILE).write_text(json.dumps(trainer.last_energy.to_dict(), default=str))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
             if metrics["diverged"]:
                 return
