@@ -432,7 +432,9 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     Each RUNNING trial is told FAIL with ``fail_reason="interrupted"``; its params are enqueued with
     ``user_attrs={"retry_of": number}``, so the next ``study.ask()`` returns them first (WAITING trials
     come before new samples) and the define-by-run ``sample`` reproduces them. Call it only when no
-    other controller is working on the study. Returns the numbers of the interrupted trials.
+    other controller is working on the study. A trial killed between ``ask()`` and sampling has no
+    params and never reached Ray: it is failed as interrupted but there is nothing to enqueue.
+    Returns the numbers of the interrupted trials.
     """
     numbers: list[int] = []
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
