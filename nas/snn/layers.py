@@ -83,6 +83,12 @@ def check_int(value: object, field: str, minimum: int = 1) -> int:
     return value
 
 
+def check_data_fields(config: object) -> None:
+    """Validate the dataset-facing fields that every family's config has."""
+    for name in ("img_size", "in_chans", "num_classes"):
+        check_int(getattr(config, name), name)
+
+
 def check_float(value: object, field: str, low: float | None = None, high: float | None = None) -> float:
     """``value`` as a float inside ``[low, high]``; ValueError naming ``field`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -19,6 +19,7 @@ from nas.snn.layers import (
     apply_data_info,
     as_int_tuple,
     check_choice,
+    check_data_fields,
     check_float,
     check_int,
     config_from_dict,
@@ -53,9 +54,7 @@ class MixerSNNConfig:
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
 
     def __post_init__(self) -> None:
-        check_int(self.img_size, "img_size")
-        check_int(self.in_chans, "in_chans")
-        check_int(self.num_classes, "num_classes")
+        check_data_fields(self)
         check_int(self.dim, "dim")
         depths = as_int_tuple(self.depths, "depths")
         if not depths or min(depths) < 1:

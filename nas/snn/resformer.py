@@ -20,6 +20,7 @@ from nas.snn.layers import (
     apply_data_info,
     as_int_tuple,
     check_choice,
+    check_data_fields,
     check_float,
     check_int,
     config_from_dict,
@@ -66,9 +67,7 @@ class SpikingResformerConfig:
     neuron: NeuronConfig = field(default_factory=_resformer_neuron)
 
     def __post_init__(self) -> None:
-        check_int(self.img_size, "img_size")
-        check_int(self.in_chans, "in_chans")
-        check_int(self.num_classes, "num_classes")
+        check_data_fields(self)
         planes = as_int_tuple(self.planes, "planes")
         if not planes or min(planes) < 1:
             raise ValueError(f"planes must be a non-empty tuple of ints >= 1, got {self.planes!r}")

@@ -18,6 +18,7 @@ from nas.snn.layers import (
     apply_data_info,
     as_int_tuple,
     check_choice,
+    check_data_fields,
     check_float,
     check_int,
     config_from_dict,
@@ -57,9 +58,7 @@ class SNNMLPConfig:
     dw_kernel: int = 3
 
     def __post_init__(self) -> None:
-        check_int(self.img_size, "img_size")
-        check_int(self.in_chans, "in_chans")
-        check_int(self.num_classes, "num_classes")
+        check_data_fields(self)
         check_int(self.width, "width")
         depths = as_int_tuple(self.depths, "depths")
         if not depths or min(depths) < 1:
