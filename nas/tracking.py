@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas._urls import mask_urls_in
 from nas.errors import NasError
 from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord
 
@@ -56,7 +57,6 @@ HTTP_TIMEOUT_S = "30"
 _PARAM_VALUE_MAX = 6000  # MLflow 3 limit on a param value
 _TAG_VALUE_MAX = 8000
 _BATCH_PARAMS = 100  # log_batch accepts at most 100 params per call
-_SECRET_IN_URL = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+@")
 
 _STATES = {
     "complete": ("complete", "FINISHED"),
@@ -67,8 +67,8 @@ _STATES = {
 
 
 def mask_secrets(text: str) -> str:
-    """``text`` with the password of any ``scheme://user:password@host`` URL in it replaced by ``***``."""
-    return _SECRET_IN_URL.sub(r"\g<head>***@", text)
+    """``text`` with the password of any URL in it replaced by ``***`` (see ``nas._urls``)."""
+    return mask_urls_in(text)
 
 
 def file_sha256(path: Path) -> str:

@@ -42,10 +42,8 @@ def default_artifact_location(root: Path, name: str) -> str:
 
 def mask(url: str) -> str:
     """The URL with any password replaced by ``***`` (safe to print and log)."""
-    try:
-        from nas._urls import mask_url
-    except ImportError:  # pragma: no cover - nas._urls is part of the package
-        return url
+    from nas._urls import mask_url
+
     return mask_url(url)
 
 
@@ -56,12 +54,9 @@ def open_storage(url: str) -> Any:
 
     if "://" not in url:
         raise NasError(f"--storage {mask(url)!r} is not a SQLAlchemy URL (e.g. sqlite:///runs/optuna.db)")
-    try:
-        from nas._urls import engine_kwargs_for
+    from nas._urls import engine_kwargs_for
 
-        engine_kwargs = engine_kwargs_for(url)
-    except ImportError:  # pragma: no cover
-        engine_kwargs = {}
+    engine_kwargs = engine_kwargs_for(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
