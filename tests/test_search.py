@@ -23,7 +23,7 @@ from nas.launch import launch
 from nas.search.controller import SearchOptions, prepare_search
 from nas.search.pareto import front_of
 from nas.search.records import records_from_study
-from nas.search.store import default_storage_url, open_search
+from nas.search.store import default_storage_url, open_search, open_storage
 
 CRASHING = """
 from nas import SearchSpace
@@ -40,6 +40,32 @@ def build(config, data_info):
 
 
 space = SearchSpace(name="crashing", sample=sample, build=build, epochs=1, trials=2)
+"""
+
+DIVERGING = """
+import math
+
+from nas import SearchSpace
+from nas.snn import SNNMLP, SNNMLPConfig
+from nas.train import TrainRecipe
+
+
+class Diverging(SNNMLP):
+    def forward(self, x):
+        return super().forward(x) * math.nan
+
+
+def sample(trial):
+    return SNNMLPConfig(img_size=28, in_chans=1, num_classes=10, patch_size=2, depths=(1, 1),
+                        width=trial.suggest_categorical("width", [8, 16]))
+
+
+def build(config, data_info):
+    return Diverging(config)
+
+
+space = SearchSpace(name="diverging", sample=sample, build=build, epochs=2, trials=2,
+                    recipe=TrainRecipe(batch_size=64, train_subset=128, val_subset=64, energy_images=32))
 """
 
 
@@ -85,6 +111,8 @@ def test_launch_of_six_trials_finishes_with_an_honest_study(finished) -> None:
         if record.state == "COMPLETE":
             assert epochs[-1] == 3 and record.values["val_acc"] == record.history[-1]["val_acc"]
             assert record.family == "snnmlp"
+            assert record.user_attrs["time_steps"] == 1 and record.user_attrs["model_params"] > 0
+            assert record.user_attrs["node_id"] == record.history[-1]["node_id"]
             assert (root / "six" / "trials" / str(record.number) / "trainer.pt").is_file()
         else:  # stopped early by MOASHA: never a finished point
             assert epochs[-1] < 3 and record.values is None
@@ -120,6 +148,19 @@ def test_hypervolume_history_is_stored_and_non_decreasing(finished) -> None:
     assert set(study.user_attrs["reference"]) == {"val_acc", "energy_uj"}
 
 
+def test_the_default_sqlite_study_is_in_wal_mode(finished) -> None:
+    # Written after every epoch from inside Ray's event loop: WAL with synchronous=NORMAL keeps each
+    # commit to one append (and lets `nas status` read during a search).
+    import sqlite3
+
+    _, root = finished
+    with sqlite3.connect(root / "optuna.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    storage = open_storage(default_storage_url(root))
+    with storage.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
 def test_status_lists_the_search(finished, capsys: pytest.CaptureFixture[str]) -> None:
     _, root = finished
     assert main(["status", "--root", str(root)]) == 0
@@ -137,6 +178,21 @@ def test_a_trial_that_raises_is_failed_with_its_reason_and_the_search_finishes(t
         assert record.state == "FAIL"
         assert "RuntimeError: cannot build width" in record.fail_reason
     assert result.front == []
+
+
+@pytest.mark.parametrize("scheduler", ["moasha", "none"])
+def test_a_diverging_candidate_is_failed_and_the_search_finishes(tmp_path: Path, data_dir, scheduler: str) -> None:
+    # The real trainable: a NaN loss stops training at its first step, and the report it makes then
+    # must not trip Ray Tune's check for missing metrics (which would abort the whole search).
+    space = _write(tmp_path, "diverging.py", DIVERGING)
+    result = launch(SearchOptions(space=str(space), name="nan", root=str(tmp_path / "runs"), trials=2,
+                                  concurrency=2, max_failures=0, scheduler=scheduler), live=False)
+    records = [r for r in result.records if r.fail_reason != "duplicate"]
+    assert len(records) == 2
+    for record in records:
+        assert record.state == "FAIL"
+        assert record.fail_reason.startswith("diverged: loss became nan at epoch 1, step 0"), record.fail_reason
+    assert result.front == [] and not result.interrupted
 
 
 def _study_states(root: Path, name: str) -> list[str]:

@@ -229,6 +229,27 @@ def test_duplicates_are_rejected_then_accepted(tmp_path) -> None:
     assert searcher.trials_used() == 3
 
 
+def test_trial_budget_counts_retries_failures_and_interruptions_like_the_study(tmp_path) -> None:
+    # The searcher keeps its trial count in memory (re-reading the study on every suggest held up
+    # Ray's event loop); it must stop exactly where a count read from the study would.
+    study = _study(tmp_path, "budget")
+    searcher = _searcher(study, max_trials=3)
+    first = searcher.suggest("a")
+    searcher.on_trial_complete("a")  # removed before it ran: interrupted, enqueued again, not counted
+    assert searcher.trials_used() == 0
+    retry = searcher.suggest("b")
+    assert retry["params"] == first["params"] and study.trials[1].user_attrs["retry_of"] == first["optuna_number"]
+    searcher.record_failure_reason("b", "RuntimeError: out of memory")
+    searcher.on_trial_complete("b", error=True)  # a failure counts
+    for tid in ("c", "d"):
+        searcher.suggest(tid)
+        searcher.on_trial_complete(tid, {"epoch": MAX_EPOCHS, "val_acc": 0.5, "energy_uj": 1.0})
+    assert searcher.suggest("e") == "FINISHED"
+    assert searcher.trials_used() == 3
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE,
+                                               TrialState.COMPLETE]
+
+
 def test_sample_value_error_is_fail_and_clear_error(tmp_path) -> None:
     study = _study(tmp_path, "badsample")
 

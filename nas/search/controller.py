@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from nas.errors import NasError
 from nas.search import store
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from_study
+from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, completion_order, records_from_study
 
 log = logging.getLogger(__name__)
 
@@ -361,22 +361,9 @@ class _Bookkeeper:
         self.listeners = list(listeners)
         self.numbers: dict[str, int] = {}
         self.nodes: dict[int, str] = {}
-        self.described: set[int] = set()
         self.started_at = time.monotonic()
         self._pump = _EventPump()
         self._front_pending = False
-
-    def _describe_trial(self, number: int, result: dict[str, Any]) -> None:
-        """Record what was built (family, T, size) and where it ran as the trial's user attrs."""
-        study = self.prepared.study
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        frozen = study._storage.get_trial(trial_id)
-        if frozen.state.is_finished():
-            return
-        for key, attr in (("family", "family"), ("time_steps", "time_steps"), ("params", "model_params"),
-                          ("node_id", "node_id")):
-            if result.get(key) is not None:
-                study._storage.set_trial_user_attr(trial_id, attr, result[key])
 
     def _notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         self._pump.submit(self._notify_now, method, *args, **kwargs)
@@ -422,18 +409,11 @@ class _Bookkeeper:
         number = self.number_of(trial)
         if number is None:
             return
-        node = result.get("node_ip") or result.get("hostname")
-        previous_node = self.nodes.get(number)
-        if result.get("node_id"):
-            self.nodes[number] = str(result["node_id"])
-        elif node:
+        # What was built and where it ran travel in every result; the searcher stores them in the
+        # trial's history and records.py reads them from there, so nothing is written here.
+        node = result.get("node_id") or result.get("node_ip") or result.get("hostname")
+        if node:
             self.nodes[number] = str(node)
-        if number not in self.described:
-            self.described.add(number)
-            self._describe_trial(number, result)
-        elif result.get("node_id") and str(result["node_id"]) != previous_node:
-            # Ray restarted the trial on another node (its node died): node_id says where it ended.
-            self._set_attr(number, "node_id", str(result["node_id"]))
         metrics = {k: float(v) for k, v in result.items()
                    if k in _TRACKED_METRICS and isinstance(v, int | float) and not isinstance(v, bool)}
         if "epoch" in result:
@@ -470,17 +450,21 @@ class _Bookkeeper:
             self._finish(number, trial)
 
     def _finish(self, number: int, trial: Any) -> None:
+        # The searcher has told the study by now (Ray calls it before callbacks); reading the outcome
+        # back and copying weights happen off the event loop.
+        self._pump.submit(self._finish_now, number, getattr(trial, "checkpoint", None), dict(trial.last_result or {}))
+        self.update_front(force=False)
+
+    def _finish_now(self, number: int, checkpoint: Any, last_result: dict[str, Any]) -> None:
         study = self.prepared.study
         frozen = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
             study._study_id, number))
         state = frozen.state.name
-        reason = frozen.user_attrs.get("fail_reason")
         if state == COMPLETE:
-            self._pump.submit(_keep_final_weights, getattr(trial, "checkpoint", None),
-                              self.prepared.search_dir / "trials" / str(number))
+            _keep_final_weights(checkpoint, self.prepared.search_dir / "trials" / str(number))
         label = {COMPLETE: "complete", PRUNED: "pruned", FAIL: "failed"}.get(state, state.lower())
-        self._notify("trial_finished", number, label, reason=reason, final_metrics=trial.last_result or {})
-        self.update_front(force=False)
+        self._notify_now("trial_finished", number, label, reason=frozen.user_attrs.get("fail_reason"),
+                         final_metrics=last_result)
 
     def update_front(self, *, force: bool) -> None:
         """Recompute the front off Ray's event loop; several completions in a row need one update."""
@@ -562,8 +546,7 @@ def _record_hypervolume_history(study: Any, records: list[TrialRecord], objectiv
 
     from nas.search.pareto import hypervolume_history
 
-    complete = sorted((r for r in records if r.state == COMPLETE and r.values and r.feasible),
-                      key=lambda r: (r.completed or dt.datetime.min, r.number))
+    complete = completion_order([r for r in records if r.state == COMPLETE and r.values and r.feasible])
     if not complete:
         return []
     points = np.array([[r.values[m] for m in objectives] for r in complete], dtype=float)
@@ -619,6 +602,7 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
         data_src=options.data_src,
         cpus_per_trial=prepared.cpus_per_trial,
         seed=options.seed,
+        objectives=tuple(space.objectives),
     )
     bookkeeper = _Bookkeeper(prepared, searcher, listeners)
     if options.resume:

@@ -12,13 +12,17 @@ tracking and export read. Layout inside Optuna (one study per search name):
 - ``trial.user_attrs["last_values"]``: {objective: value} of a PRUNED trial's last epoch.
 - ``trial.user_attrs["fail_reason"]``: one line, for FAIL trials (``"interrupted"`` for trials that
   were in flight when the controller stopped).
-- ``trial.user_attrs["family"]``, ``["time_steps"]``, ``["model_params"]``: what was built.
+- what was built and where: ``family``, ``time_steps`` and ``params`` (the parameter count) of the
+  history's rows, and the ``node_id`` of its last row; a record shows them as ``user_attrs["family"]``,
+  ``["time_steps"]``, ``["model_params"]`` and ``["node_id"]``.
 - constraints: ``trial.set_constraint(name, value)``; feasible when every value is <= 0.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,17 +79,42 @@ def records_from_study(study: Any) -> list[TrialRecord]:
             (k, v) for k, v in t.system_attrs.items() if k.startswith("constraints:")
         )
         constraints = tuple(float(v) for _, v in constraint_items) if constraint_items else None
+        history = list(t.user_attrs.get("history", []))
         out.append(
             TrialRecord(
                 number=t.number,
                 state=t.state.name,
                 params=dict(t.params),
                 values=values,
-                history=list(t.user_attrs.get("history", [])),
-                user_attrs=dict(t.user_attrs),
+                history=history,
+                user_attrs=_described(dict(t.user_attrs), history),
                 constraints=constraints,
                 started=t.datetime_start,
                 completed=t.datetime_complete,
             )
         )
     return sorted(out, key=lambda r: r.number)
+
+
+_DESCRIBED = (("family", "family"), ("time_steps", "time_steps"), ("params", "model_params"))
+
+
+def _described(attrs: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The user attrs plus what was built (from the first row that says) and the node it ended on."""
+    for key, attr in _DESCRIBED:
+        value = next((row[key] for row in history if row.get(key) is not None), None)
+        if value is not None:
+            attrs.setdefault(attr, value)
+    node = next((row["node_id"] for row in reversed(history) if row.get("node_id")), None)
+    if node is not None:
+        attrs.setdefault("node_id", node)
+    return attrs
+
+
+def completion_order(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Records sorted by completion time (then number); records without one go last."""
+
+    def key(r: TrialRecord) -> tuple[float, int]:
+        return (r.completed.timestamp() if r.completed is not None else math.inf, r.number)
+
+    return sorted(records, key=key)

@@ -7,7 +7,8 @@ COMPLETE, so low-fidelity points land on the Pareto front. This searcher instead
 - PRUNED for a trial that ended earlier (a scheduler stopped it); its last objective values are kept
   in ``user_attrs["last_values"]`` and never in ``trial.values``;
 - FAIL for a trial that raised (``fail_reason`` from :meth:`record_failure_reason`, else ``"error"``),
-  diverged (NaN/inf objectives or ``diverged=True`` in the result: ``"diverged"``), or was cut off
+  diverged (NaN/inf objectives or ``diverged=True`` in the result: ``"diverged"``, followed by the
+  result's own ``fail_reason`` when it gives one), or was cut off
   by a stopped controller (``"interrupted"``, see :func:`recover_interrupted`).
 
 Every per-epoch result is appended to ``user_attrs["history"]``; constraints computed from the final
@@ -167,6 +168,10 @@ class OptunaMultiObjectiveSearcher(Searcher):
         self._reasons: dict[str, str] = {}
         self._pending_errors: set[str] = set()
         self._done: set[str] = set()  # trials already told, so late or repeated events are ignored
+        # Read from the study once, then kept up to date here: re-reading every trial on each suggest
+        # held up Ray's event loop (and every waiting worker) for tens of milliseconds per trial.
+        self._used: int | None = None
+        self._taken_params: dict[int, dict[str, Any]] = {}  # COMPLETE, PRUNED and RUNNING trials
 
     # Ray Tune hooks -------------------------------------------------------------------------------
 
@@ -181,13 +186,16 @@ class OptunaMultiObjectiveSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """Ask Optuna for a trial and return ``{"params": ..., "optuna_number": ...}`` for Ray."""
         self.flush()
-        if self._max_trials is not None and self.trials_used() >= self._max_trials:
+        if self._used is None:
+            self._load_counts()
+        if self._max_trials is not None and self._used >= self._max_trials:
             return Searcher.FINISHED
         sampler = self._study.sampler
         try:
             for attempt in range(self._max_duplicate_retries + 1):
                 trial = self._ask_and_sample()
-                enqueued = "fixed_params" in self._frozen(trial.number).system_attrs
+                # The frozen copy Optuna read while creating the trial: no second read of the storage.
+                enqueued = "fixed_params" in trial._cached_frozen_trial.system_attrs
                 duplicate_of = None if enqueued else self._duplicate_of(trial)
                 if duplicate_of is None:
                     break
@@ -206,6 +214,8 @@ class OptunaMultiObjectiveSearcher(Searcher):
         self._numbers[trial_id] = trial.number
         self._trials[trial_id] = trial
         self._histories[trial_id] = []
+        self._used += 1
+        self._taken_params[trial.number] = dict(trial.params)
         return {"params": dict(trial.params), "optuna_number": trial.number}
 
     def _ask_and_sample(self) -> optuna.Trial:
@@ -271,7 +281,8 @@ class OptunaMultiObjectiveSearcher(Searcher):
             return
         values = [float(result[n]) for n in self._names]
         if result.get("diverged") or not all(math.isfinite(v) for v in values):
-            self._finish_fail(trial_id, "diverged")
+            detail = result.get("fail_reason")
+            self._finish_fail(trial_id, f"diverged: {_one_line(detail)}" if detail else "diverged")
             return
         trial = self._trial(trial_id)
         t = result.get(self._time_attr)
@@ -316,6 +327,8 @@ class OptunaMultiObjectiveSearcher(Searcher):
         self._reasons = {}
         self._pending_errors = set()
         self._done = set()
+        self._used = None
+        self._taken_params = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without the study: Ray Tune writes the searcher into ``tuner.pkl`` on the storage path.
@@ -332,15 +345,20 @@ class OptunaMultiObjectiveSearcher(Searcher):
     # Counting ------------------------------------------------------------------------------------
 
     def trials_used(self) -> int:
-        """Trials that count toward ``max_trials``: asked ones, minus rejected duplicates and interrupted ones."""
-        used = 0
-        for t in self._study.get_trials(deepcopy=False):
-            if t.state == TrialState.WAITING:
-                continue
-            if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in (_INTERRUPTED, _DUPLICATE):
-                continue
-            used += 1
-        return used
+        """Trials that count toward ``max_trials``: asked ones, minus rejected duplicates and interrupted ones.
+
+        Read from the study, so it is the truth even when another searcher worked on it before.
+        """
+        return sum(_counts(t) for t in self._study.get_trials(deepcopy=False))
+
+    def _load_counts(self) -> None:
+        trials = self._study.get_trials(deepcopy=False)
+        self._used = sum(_counts(t) for t in trials)
+        self._taken_params = {
+            t.number: dict(t.params)
+            for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        }
 
     # Internals -----------------------------------------------------------------------------------
 
@@ -349,22 +367,16 @@ class OptunaMultiObjectiveSearcher(Searcher):
             self._trials[trial_id] = _trial_by_number(self._study, self._numbers[trial_id])
         return self._trials[trial_id]
 
-    def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
-        # Trials of a study are numbered 0..n-1 in order.
-        return self._study.get_trials(deepcopy=False)[number]
-
     def _duplicate_of(self, trial: optuna.Trial) -> int | None:
         params = trial.params
-        for t in self._study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        ):
-            if t.number != trial.number and t.params == params:
-                return t.number
+        for number, taken in self._taken_params.items():
+            if number != trial.number and taken == params:
+                return number
         return None
 
     def _append_history(self, trial_id: str, result: Mapping[str, Any]) -> None:
         if trial_id not in self._histories:
-            frozen = self._frozen(self._numbers[trial_id])
+            frozen = self._study._storage.get_trial(self._trial(trial_id)._trial_id)
             self._histories[trial_id] = list(frozen.user_attrs.get("history", []))
         history = self._histories[trial_id]
         row = _scalar_metrics(result)
@@ -380,12 +392,16 @@ class OptunaMultiObjectiveSearcher(Searcher):
 
     def _finish_fail(self, trial_id: str, reason: str) -> None:
         self._tell_fail(self._trial(trial_id), reason)
+        self._taken_params.pop(self._numbers[trial_id], None)
         self._forget(trial_id)
 
     def _finish_interrupted(self, trial_id: str) -> None:
         trial = self._trial(trial_id)
         params = dict(trial.params)
         self._tell_fail(trial, _INTERRUPTED)
+        self._taken_params.pop(trial.number, None)
+        if self._used is not None:
+            self._used -= 1
         if params:
             self._study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
         self._forget(trial_id)
@@ -396,6 +412,13 @@ class OptunaMultiObjectiveSearcher(Searcher):
         self._histories.pop(trial_id, None)
         self._reasons.pop(trial_id, None)
         self._pending_errors.discard(trial_id)
+
+
+def _counts(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts toward ``max_trials`` (see :meth:`OptunaMultiObjectiveSearcher.trials_used`)."""
+    if trial.state == TrialState.WAITING:
+        return False
+    return not (trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") in (_INTERRUPTED, _DUPLICATE))
 
 
 class FailureReasonCallback(Callback):

@@ -35,6 +35,7 @@ class TrialSetup:
     data_dir: str | None = None
     cpus_per_trial: float = 1.0
     seed: int = 0
+    objectives: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,8 +117,11 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             if metrics["diverged"]:
                 return
     except CandidateDiverged as error:
-        # Reported, not raised: a diverging architecture fails the same way on every retry.
-        tune.report({"epoch": trainer.epoch, "diverged": True, "fail_reason": str(error), "optuna_number": number})
+        # Reported, not raised: a diverging architecture fails the same way on every retry. The
+        # objectives are reported as NaN because Ray Tune aborts the whole search on a result that
+        # lacks a metric its searcher or scheduler expects.
+        tune.report({**dict.fromkeys(setup.objectives, math.nan), "epoch": trainer.epoch, "diverged": True,
+                     "fail_reason": str(error), "optuna_number": number})
 
 
 def _config_dict(config: Any) -> Any:
