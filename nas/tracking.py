@@ -14,7 +14,7 @@ tracking store never sees concurrent writers (Ray workers never talk to MLflow).
 - parent metrics stepped by the number of complete trials: ``hypervolume``, ``front_size``,
   ``best_val_acc``, ``min_energy_uj``, ``trials_complete`` / ``_pruned`` / ``_failed``; artifacts
   ``pareto.html``, ``pareto.png``, ``pareto.csv``, ``hypervolume.html`` refreshed at most every
-  ``refresh_seconds``.
+  ``refresh_seconds``, drawn in a helper process (``nas.dashboards.renderer``).
 
 Only ``mlflow.MlflowClient`` is used (no fluent active-run state), so two searches in one process
 never see each other's runs.
@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas._urls import mask_urls_in
+from nas.dashboards.renderer import FrontRenderer
 from nas.errors import NasError
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord
+from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, completion_order
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
@@ -138,6 +139,7 @@ class MlflowTracker:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
         self._client_obj: MlflowClient | None = None
         self._lock = threading.RLock()
+        self._renderer = FrontRenderer()
         self._experiment_id: str | None = None
         self._parent_run_id: str | None = None
         self._space_name: str | None = None
@@ -303,6 +305,7 @@ class MlflowTracker:
             for number in sorted(self._open_children):
                 self.trial_finished(number, "failed", reason="interrupted")
             self._client.set_terminated(parent, status=status)
+            self._renderer.close()
 
     # ------------------------------------------------------------ trials
     def trial_started(self, number: int, params: dict[str, Any], *, attrs: dict[str, Any]) -> str:
@@ -477,7 +480,6 @@ class MlflowTracker:
         up to date, computing only the trials completed since the last call."""
         import numpy as np
 
-        from nas.dashboards import completion_order
         from nas.search.pareto import hypervolume, pareto_mask
 
         names = list(self.objectives)
@@ -502,10 +504,8 @@ class MlflowTracker:
     def _refresh_artifacts(
         self, records: list[TrialRecord], reference: dict[str, float], ranks: dict[int, int]
     ) -> None:
-        from nas.dashboards import write_front_artifacts
-
         with tempfile.TemporaryDirectory(prefix="nas-artifacts-") as tmp:
-            write_front_artifacts(
+            self._renderer.write(
                 records,
                 objectives=self.objectives,
                 reference=reference,

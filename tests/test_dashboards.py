@@ -211,3 +211,43 @@ def test_grafana_board_uses_metrics_that_ray_exports() -> None:
     assert {"Trials running", "CPU use per node", "GPU use per node"} <= titles
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_front_renderer_writes_what_the_views_write_and_survives_a_killed_helper(
+    records: list[TrialRecord], tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    from nas.dashboards import write_front_artifacts
+    from nas.dashboards.renderer import FrontRenderer
+
+    kwargs = {"objectives": OBJECTIVES, "reference": REFERENCE, "title": "front"}
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    expected = write_front_artifacts(records, folder=here, **kwargs)
+    renderer = FrontRenderer()
+    try:
+        written = renderer.write(records, folder=there, **kwargs)
+        assert [p.name for p in written] == [p.name for p in expected]
+        assert (there / "pareto.csv").read_text() == (here / "pareto.csv").read_text()
+        for name in ("pareto.html", "hypervolume.html", "pareto.png"):
+            assert (there / name).stat().st_size > 0.9 * (here / name).stat().st_size
+        first = renderer.pid
+        assert first is not None and first != os.getpid()
+
+        os.kill(first, signal.SIGKILL)
+        (there / "pareto.csv").unlink()
+        renderer.write(records, folder=there, **kwargs)
+        assert (there / "pareto.csv").is_file()
+        assert renderer.pid not in (None, first)
+
+        failure = r"^drawing the front failed: ValueError: reference has no value for objective\(s\) \[.nope.\]$"
+        with pytest.raises(RuntimeError, match=failure) as error:
+            renderer.write(records, folder=there, **{**kwargs, "objectives": {"nope": "max"}})
+        assert "\n" not in str(error.value)
+        renderer.write(records, folder=there, **kwargs)  # the helper stays up after a failed job
+    finally:
+        renderer.close()
+    assert renderer.pid is None

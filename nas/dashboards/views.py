@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from nas.search.pareto import hypervolume_history, ranks_of
-from nas.search.records import COMPLETE, PRUNED, TrialRecord
+from nas.search.records import COMPLETE, PRUNED, TrialRecord, completion_order
 
 _SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon", "pentagon"]
 _MPL_MARKERS = ["o", "s", "D", "^", "P", "X", "*", "h", "p"]
@@ -59,18 +58,6 @@ def time_steps_of(record: TrialRecord) -> Any:
             if source.get(key) is not None:
                 return source[key]
     return None
-
-
-def completion_order(records: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """Records sorted by completion time (then number); records without one go last."""
-    return _completion_order(records)
-
-
-def _completion_order(records: Sequence[TrialRecord]) -> list[TrialRecord]:
-    def key(r: TrialRecord) -> tuple[float, int]:
-        return (r.completed.timestamp() if r.completed is not None else math.inf, r.number)
-
-    return sorted(records, key=key)
 
 
 def _fmt(value: Any) -> str:
@@ -354,7 +341,7 @@ def hypervolume_figure(
         raise ValueError(f"reference has no value for objective(s) {missing}")
     kept = [
         r
-        for r in _completion_order(records)
+        for r in completion_order(records)
         if r.state == COMPLETE and r.feasible and r.values is not None and all(n in r.values for n in names)
     ]
     if history is None:
