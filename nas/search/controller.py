@@ -322,7 +322,13 @@ class _EventPump:
     Ray Tune calls callbacks inside its event loop, so slow tracking (MLflow writes, artifact
     refreshes) would hold up every trial's next step. Listeners still see exactly one caller thread,
     in order, so a SQLite-backed MLflow store never has two writers.
+
+    While a slot changes trials (``hold`` at a trial's end, ``release`` when the next one starts, at
+    most ``HOLD_LIMIT_S``) the thread waits between items: the handover runs on the event loop, and
+    tracking work started then would take turns with it on the interpreter lock.
     """
+
+    HOLD_LIMIT_S = 0.5
 
     def __init__(self) -> None:
         import queue
@@ -330,11 +336,26 @@ class _EventPump:
 
         self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None] = queue.Queue()
         self.errors: list[str] = []
+        self._handovers = 0
+        self._held_until = 0.0
         self._thread = threading.Thread(target=self._run, name="nas-bookkeeping", daemon=True)
         self._thread.start()
 
+    def hold(self) -> None:
+        """A slot starts changing trials: pause between items until ``release`` (or the limit)."""
+        self._handovers += 1
+        self._held_until = time.monotonic() + self.HOLD_LIMIT_S
+
+    def release(self) -> None:
+        """A new trial started; go on once no other handover is under way."""
+        self._handovers = max(0, self._handovers - 1)
+        if self._handovers == 0:
+            self._held_until = 0.0
+
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
+            while (wait := self._held_until - time.monotonic()) > 0:
+                time.sleep(min(wait, 0.005))
             function, args, kwargs = item
             try:
                 function(*args, **kwargs)
@@ -348,6 +369,7 @@ class _EventPump:
 
     def close(self) -> None:
         """Run everything queued, then stop the thread."""
+        self._held_until = 0.0
         self._queue.put(None)
         self._thread.join()
 
@@ -393,6 +415,7 @@ class _Bookkeeper:
         }
 
     def on_trial_start(self, trial: Any) -> None:
+        self._pump.release()
         number = self.number_of(trial)
         if number is None:
             return
@@ -438,6 +461,8 @@ class _Bookkeeper:
             study._storage.set_trial_user_attr(trial_id, key, value)
 
     def on_trial_error(self, trial: Any) -> None:
+        if not self.searcher.exhausted:  # another trial will take the slot
+            self._pump.hold()
         number = self.number_of(trial)
         reason = _error_reason(trial)
         self.searcher.record_failure_reason(trial.trial_id, reason)
@@ -445,6 +470,8 @@ class _Bookkeeper:
             self._finish(number, trial)
 
     def on_trial_complete(self, trial: Any) -> None:
+        if not self.searcher.exhausted:  # another trial will take the slot
+            self._pump.hold()
         number = self.number_of(trial)
         if number is not None:
             self._finish(number, trial)

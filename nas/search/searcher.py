@@ -344,6 +344,11 @@ class OptunaMultiObjectiveSearcher(Searcher):
 
     # Counting ------------------------------------------------------------------------------------
 
+    @property
+    def exhausted(self) -> bool:
+        """True when no further trial will be suggested (``max_trials`` reached by counted trials)."""
+        return self._max_trials is not None and self._used is not None and self._used >= self._max_trials
+
     def trials_used(self) -> int:
         """Trials that count toward ``max_trials``: asked ones, minus rejected duplicates and interrupted ones.
 
