@@ -25,7 +25,7 @@ class LiveView:
         self.stream = stream or sys.stdout
         self.started = time.monotonic()
         self.running: set[int] = set()
-        self.counts = {"complete": 0, "pruned": 0, "failed": 0}
+        self._outcomes: dict[int, str] = {}  # trial number -> complete / pruned / failed
         self.best_acc: float | None = None
         self.min_energy: float | None = None
         self.front_size = 0
@@ -53,8 +53,7 @@ class LiveView:
                        final_metrics: dict | None = None) -> None:
         """A trial ended (complete, pruned or failed)."""
         self.running.discard(number)
-        key = state if state in self.counts else "failed"
-        self.counts[key] += 1
+        self._outcomes[number] = state if state in ("complete", "pruned") else "failed"
         metrics = final_metrics or {}
         if self._live is None:
             acc = metrics.get("val_acc")
@@ -76,12 +75,17 @@ class LiveView:
         self.best_acc = max(accs) if accs else None
         self.min_energy = min(energies) if energies else None
         self.front_size = len(front_of(records, self.objectives))
-        self.counts = {
-            "complete": len(complete),
-            "pruned": sum(r.state == PRUNED for r in records),
-            # Rejected duplicates never ran and interrupted trials run again: neither is a failure.
-            "failed": sum(r.state == FAIL and r.fail_reason not in ("interrupted", "duplicate") for r in records),
-        }
+        # The study may be ahead of the trial_finished events still queued: keyed by trial number,
+        # a trial counts once whichever arrives first.
+        for r in records:
+            if r.state == COMPLETE:
+                self._outcomes[r.number] = "complete"
+            elif r.state == PRUNED:
+                self._outcomes[r.number] = "pruned"
+            elif r.state == FAIL and r.fail_reason not in ("interrupted", "duplicate"):
+                self._outcomes[r.number] = "failed"
+            elif r.state == FAIL:  # rejected duplicates never ran, interrupted trials run again
+                self._outcomes.pop(r.number, None)
         self._refresh()
 
     def set_hypervolume(self, value: float | None) -> None:
@@ -98,8 +102,16 @@ class LiveView:
 
     # rendering ---------------------------------------------------------------------------------
     @property
+    def counts(self) -> dict[str, int]:
+        """Finished trials by outcome (complete, pruned, failed), each trial counted once."""
+        counts = dict.fromkeys(("complete", "pruned", "failed"), 0)
+        for outcome in self._outcomes.values():
+            counts[outcome] += 1
+        return counts
+
+    @property
     def done(self) -> int:
-        return sum(self.counts.values())
+        return len(self._outcomes)
 
     def _elapsed(self) -> str:
         seconds = int(time.monotonic() - self.started)
