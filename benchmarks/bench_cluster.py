@@ -26,12 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -40,28 +38,12 @@ from typing import Any
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from servers import create_database, running_mlflow, running_postgres  # noqa: E402
+from servers import create_database, kill_group, running_mlflow, running_postgres  # noqa: E402
+from tiny_space import tiny_space  # noqa: E402
 
 from nas._urls import engine_kwargs_for  # noqa: E402
 from nas.cluster import cluster_down, cluster_up, kill_node  # noqa: E402
 from nas.search.records import TrialRecord, records_from_study  # noqa: E402
-
-SPACE = """
-from nas import SearchSpace
-from nas.snn import SNNMLP, SNNMLPConfig
-from nas.train import TrainRecipe
-
-
-def sample(trial):
-    return SNNMLPConfig(img_size=28, in_chans=1, num_classes=10, patch_size=2, norm="batchnorm",
-                        width=trial.suggest_categorical("width", [8, 12, 16]),
-                        depths=(1, trial.suggest_int("depth1", 1, 2)),
-                        lif_group=trial.suggest_categorical("group", [2, 4]), mlp_ratio=2)
-
-
-space = SearchSpace(name="tiny", sample=sample, build=SNNMLP, epochs=2, trials=8,
-                    recipe=TrainRecipe(batch_size=64, train_subset=512, val_subset=128, energy_images=64))
-"""
 
 TIMEOUT_S = 600
 
@@ -103,19 +85,10 @@ def _run(command: list[str], env: dict[str, str], log: Path) -> float:
         try:
             rc = process.wait(timeout=TIMEOUT_S)
         finally:
-            _kill_group(process)
+            kill_group(process)
     if rc != 0:
         raise RuntimeError(f"{' '.join(command[3:5])} exited with {rc}:\n{log.read_text()[-3000:]}")
     return time.monotonic() - started
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    process.wait(timeout=30)
 
 
 def _row(label: str, seconds: list[float], trials: list[int]) -> dict[str, Any]:
@@ -158,7 +131,7 @@ def _fault_run(command: list[str], env: dict[str, str], log: Path, storage: str,
             killed_s = time.time() - killed_at
             rc = process.wait(timeout=TIMEOUT_S)
         finally:
-            _kill_group(process)
+            kill_group(process)
     if rc != 0:
         raise RuntimeError(f"fault search exited with {rc}:\n{log.read_text()[-3000:]}")
     wall = time.monotonic() - started
@@ -196,7 +169,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp, ExitStack() as stack:
         base = Path(tmp)
         space = base / "tiny.py"
-        space.write_text(textwrap.dedent(SPACE))
+        space.write_text(tiny_space(epochs=2, trials=8, train=512))
         os.environ["NAS_DATA_DIR"] = str(base / "data")  # the nodes inherit it: one shared cache
         from nas.data import build
 

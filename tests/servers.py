@@ -184,6 +184,16 @@ def running_mlflow(backend_store_uri: str, artifacts: Path, timeout_s: float = 9
         _stop_group(process)
 
 
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process started with ``start_new_session=True`` together with its children, and reap it."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=30)
+
+
 def _stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
     # The server forks workers (uvicorn/gunicorn): stop the whole group, not only the parent.
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):

@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from typing import Any, TextIO
 import optuna
 import pytest
 from optuna.storages import RDBStorage
+from servers import kill_group
 from tiny_space import tiny_space
 
 from nas._urls import engine_kwargs_for
@@ -167,15 +167,6 @@ def _start(command: list[str], env: dict[str, str], log: TextIO) -> subprocess.P
     # (the nodes run in sessions of their own) nor this test.
     return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    process.wait(timeout=30)
 
 
 def _study(stack: Stack, name: str) -> optuna.Study | None:
@@ -323,7 +314,7 @@ def spread(stack: Stack) -> dict[str, Any]:
             killed_pids = kill_node(stack.cluster.root, victim)
             rc = controller.wait(timeout=SEARCH_TIMEOUT_S)
         finally:
-            _kill_group(controller)
+            kill_group(controller)
     seconds = time.monotonic() - started
     output = log.read_text()
     assert rc == 0, output[-3000:]
@@ -415,7 +406,7 @@ def test_sigkilled_controller_resumes_against_the_same_postgres(stack: Stack, sp
 
             _wait_for(one_done_one_running, controller, log, "a completed and a running trial")
         finally:
-            _kill_group(controller)  # the controller only: the cluster keeps running, as after a crash
+            kill_group(controller)  # the controller only: the cluster keeps running, as after a crash
     before = _records(stack, name)
     completed_before = {r.number: r.values for r in before if r.state == "COMPLETE"}
     assert any(r.state == "RUNNING" for r in before)
@@ -425,7 +416,7 @@ def test_sigkilled_controller_resumes_against_the_same_postgres(stack: Stack, sp
         try:
             rc = resume.wait(timeout=SEARCH_TIMEOUT_S)
         finally:
-            _kill_group(resume)
+            kill_group(resume)
     output = log.read_text()
     assert rc == 0, output[-3000:]
     records = _records(stack, name)
