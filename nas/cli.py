@@ -285,6 +285,15 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0 if status.up else 1
 
 
+# ---------------------------------------------------------------- learning-curve benchmark (issue 13)
+def _bench_build(args: argparse.Namespace) -> int:
+    from nas.bench import build_table
+
+    build_table(args.space, args.out, count=args.count, seed=args.seed, workers=args.workers, threads=args.threads,
+                progress=lambda line: print(line, flush=True))
+    return 0
+
+
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=None, help="number of trials (default: the space's)")
     p.add_argument("--epochs", type=int, default=None, help="max fidelity in epochs (default: the space's)")
@@ -406,6 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--dataset", default=None)
     p.set_defaults(handler=_evaluate)
+
+    bench_parser = sub.add_parser("bench", help="learning-curve tables and the search simulator")
+    bench = bench_parser.add_subparsers(dest="bench_command", required=True)
+    p = bench.add_parser("build", help="train a seeded random sample of a space's architectures into a table")
+    p.add_argument("space", help="search-space file")
+    p.add_argument("--count", type=int, default=100, help="architectures to train (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the architecture sample and of training")
+    p.add_argument("--out", required=True, help="table file to write (.json.gz); rerun the same command to resume")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.set_defaults(handler=_bench_build)
 
     p = sub.add_parser("cluster", help="local multi-node Ray cluster for trying cluster mode")
     p.add_argument("action", choices=["up", "down", "status"])

@@ -220,24 +220,14 @@ def train_params(
 
     The way a user debugs a space: the same loaders, model and trainer as a search trial.
     """
-    import torch
-
-    from nas.data import make_loaders
-    from nas.train import CandidateTrainer
+    from nas.train import build_candidate, candidate_loaders
 
     try:
-        config = space.config_for(params)
+        space.config_for(params)
     except (ValueError, KeyError) as error:
         raise NasError(f"params do not fit space {space.name!r}: {error}") from None
-    recipe = space.recipe
-    train_loader, val_loader, info = make_loaders(
-        dataset or space.dataset, batch_size=recipe.batch_size, device=device, num_workers=recipe.num_workers,
-        src=data_src, train_subset=recipe.train_subset, val_subset=recipe.val_subset, augment=recipe.augment,
-        seed=seed,
-    )
-    torch.manual_seed(seed)
-    model = space.build(config, info)
-    trainer = CandidateTrainer(model, train_loader, val_loader, recipe, epochs=epochs or space.epochs, device=device)
+    loaders = candidate_loaders(dataset or space.dataset, space.recipe, src=data_src, seed=seed, device=device)
+    trainer = build_candidate(space, dict(params), loaders, epochs=epochs, device=device, seed=seed).trainer
     yield from trainer.epochs()
 
 

@@ -273,3 +273,72 @@ class CandidateTrainer:
     def load_checkpoint(self, path: str | Path) -> None:
         """Continue from a checkpoint written by ``save_checkpoint``."""
         self.load_state_dict(torch.load(Path(path), map_location=self.device, weights_only=False))
+
+
+_PROCESS_LOADERS: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+
+
+def candidate_loaders(
+    dataset: str,
+    recipe: TrainRecipe,
+    *,
+    src: str | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    reuse: bool = False,
+) -> tuple[Any, Any, Any]:
+    """Train and validation loaders for candidates of a search, and the dataset's ``DataInfo``.
+
+    With ``reuse`` the loaders are kept for the life of the process (one dataset at a time): a Ray
+    worker or a table-building worker trains many candidates and pays FFCV's numba compile once.
+    """
+    from nas.data import make_loaders
+
+    key = (dataset, src, data_dir, recipe.batch_size, recipe.train_subset, recipe.val_subset, recipe.augment,
+           recipe.num_workers, seed, device)
+    if reuse and key in _PROCESS_LOADERS:
+        return _PROCESS_LOADERS[key]
+    loaders = make_loaders(
+        dataset, batch_size=recipe.batch_size, device=device, num_workers=recipe.num_workers, src=src,
+        data_dir=data_dir, train_subset=recipe.train_subset, val_subset=recipe.val_subset, augment=recipe.augment,
+        seed=seed,
+    )
+    if reuse:
+        _PROCESS_LOADERS.clear()  # one dataset per process at a time keeps memory flat
+        _PROCESS_LOADERS[key] = loaders
+    return loaders
+
+
+@dataclass
+class Candidate:
+    """One architecture of a space, built and ready to train: config, model, trainer and data."""
+
+    config: Any
+    model: nn.Module
+    trainer: CandidateTrainer
+    data_info: Any
+
+
+def build_candidate(
+    space: Any,
+    params: dict[str, Any],
+    loaders: tuple[Any, Any, Any],
+    *,
+    epochs: int | None = None,
+    recipe: TrainRecipe | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> Candidate:
+    """Params of ``space`` -> config -> ``nn.Module`` (seeded) -> ``CandidateTrainer`` on ``loaders``.
+
+    The one assembly path of a candidate: search trials, ``nas train`` and the learning-curve tables
+    all go through it, so a candidate trains the same way wherever it runs.
+    """
+    train_loader, val_loader, info = loaders
+    config = space.config_for(params)
+    torch.manual_seed(seed)
+    model = space.build(config, info)
+    trainer = CandidateTrainer(model, train_loader, val_loader, recipe or space.recipe,
+                               epochs=epochs or space.epochs, device=device)
+    return Candidate(config=config, model=model, trainer=trainer, data_info=info)

@@ -7,6 +7,7 @@ energy = E_MAC x MACs + E_AC x SOPs. Every report records the profile and the co
 
 from __future__ import annotations
 
+from nas.energy._bound import saturated_report
 from nas.energy._calibrate import calibrate_norms
 from nas.energy._meter import COUNTING_CONVENTION, EnergyMeter, EnergyReport, LayerRow, counting_policy, measure
 from nas.energy._profiles import PROFILES, Profile, get_profile, load_profile_file, profile_from_dict
@@ -26,4 +27,5 @@ __all__ = [
     "measure",
     "profile_from_dict",
     "render_table",
+    "saturated_report",
 ]

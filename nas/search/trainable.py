@@ -19,9 +19,6 @@ CHECKPOINT_FILE = "trainer.pt"
 ARCH_FILE = "arch.json"
 ENERGY_FILE = "energy.json"
 
-_LOADERS: dict[tuple, tuple[Any, Any, Any]] = {}
-
-
 @dataclass(frozen=True)
 class TrialSetup:
     """Everything a worker needs besides the params: constant for a whole search."""
@@ -39,28 +36,6 @@ class TrialSetup:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _loaders(setup: TrialSetup, recipe: Any, device: str) -> tuple[Any, Any, Any]:
-    from nas.data import make_loaders
-
-    key = (setup.dataset, setup.data_src, setup.data_dir, recipe.batch_size, recipe.train_subset,
-           recipe.val_subset, recipe.augment, setup.seed, device)
-    if key not in _LOADERS:
-        _LOADERS.clear()  # one dataset per worker at a time keeps memory flat
-        _LOADERS[key] = make_loaders(
-            setup.dataset,
-            batch_size=recipe.batch_size,
-            device=device,
-            num_workers=recipe.num_workers,
-            src=setup.data_src,
-            data_dir=setup.data_dir,
-            train_subset=recipe.train_subset,
-            val_subset=recipe.val_subset,
-            augment=recipe.augment,
-            seed=setup.seed,
-        )
-    return _LOADERS[key]
-
-
 def _finite(metrics: dict[str, Any]) -> bool:
     return all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
 
@@ -72,7 +47,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from ray import tune
 
     from nas.space import space_from_source_cached
-    from nas.train import CandidateDiverged, CandidateTrainer, TrainRecipe
+    from nas.train import CandidateDiverged, TrainRecipe, build_candidate, candidate_loaders
 
     # Wall-clock start of this attempt on this node: after a node dies, the retry's value tells when
     # the trial was running again elsewhere (compared with the kill time by benchmarks/bench_cluster.py).
@@ -84,11 +59,11 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         "GPU", 0) > 0 else "cpu"
     space = space_from_source_cached(setup.space_source, setup.space_path)
     recipe = TrainRecipe(**setup.recipe)
-    train_loader, val_loader, info = _loaders(setup, recipe, device)
-    torch.manual_seed(setup.seed + (number or 0))
-    model_config = space.config_for(params)
-    model = space.build(model_config, info)
-    trainer = CandidateTrainer(model, train_loader, val_loader, recipe, epochs=setup.epochs, device=device)
+    loaders = candidate_loaders(setup.dataset, recipe, src=setup.data_src, data_dir=setup.data_dir, seed=setup.seed,
+                                device=device, reuse=True)
+    candidate = build_candidate(space, params, loaders, epochs=setup.epochs, recipe=recipe, device=device,
+                                seed=setup.seed + (number or 0))
+    model, trainer, model_config = candidate.model, candidate.trainer, candidate.config
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # Ray restarted this trial after a crash: continue where it stopped

@@ -1,0 +1,183 @@
+"""The hypervolume reference point of a search, fixed from the space before the first trial.
+
+A hypervolume only means something against a reference that every point of the search lies inside
+and that does not move while the search runs. nas bounds each objective from the space itself:
+
+- maximised scores (``val_acc``): 0, the worst any model can score;
+- ``energy_uj``, ``sops``, ``macs``: the largest *saturated* value over the space: each candidate is
+  built and measured with every spiking neuron firing at every time step
+  (:func:`nas.energy.saturated_report`), which bounds what the same architecture can cost with any
+  trained weights; the largest over the space is searched by drawing ``samples`` random architectures
+  and then raising one knob at a time from the costliest (coordinate ascent over every choice of
+  every parameter), so a space whose cost grows with each knob gets its exact maximum;
+- ``params``, ``time_steps``: the largest value found the same way; ``firing_rate``: 1.
+
+Objectives with no bound from the space (``epoch_seconds``, ``train_loss``) are left out; the
+controller then fixes them from the first complete trials (1.1 x the worst), as before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+# metric -> (the field of a saturated energy report that bounds it, or None for a constant bound)
+_SATURATED = {"energy_uj": "energy_uj", "sops": "sops", "macs": "macs", "params": "params",
+              "time_steps": "time_steps"}
+_CONSTANT_BOUNDS = {"firing_rate": 1.0}
+# The best value each metric can take: the other corner of the box that normalises hypervolume.
+IDEAL = {"val_acc": 1.0, "energy_uj": 0.0, "sops": 0.0, "macs": 0.0, "params": 0.0, "time_steps": 0.0,
+         "firing_rate": 0.0, "epoch_seconds": 0.0, "train_loss": 0.0}
+
+BASIS = ("val_acc and other maximised scores: 0; energy_uj/sops/macs: the largest value over the space with every "
+         "spiking neuron firing at every step (random architectures, then coordinate ascent over each knob); "
+         "params/time_steps: the largest found the same way; firing_rate: 1")
+
+
+def space_reference(space: Any, *, data_info: Any = None, data_src: str | None = None, samples: int = 48,
+                    seed: int = 0) -> dict[str, float]:
+    """Reference value of every objective of ``space`` that the space bounds (see the module docstring)."""
+    objectives: Mapping[str, str] = space.objectives
+    wanted = [m for m, d in objectives.items() if d == "min" and m in _SATURATED]
+    reference: dict[str, float] = {}
+    for metric, direction in objectives.items():
+        if direction == "max":
+            reference[metric] = 0.0
+        elif metric in _CONSTANT_BOUNDS:
+            reference[metric] = _CONSTANT_BOUNDS[metric]
+    if not wanted:
+        return reference
+    if data_info is None:
+        from nas.data import get_info
+
+        data_info = get_info(space.dataset, src=data_src)
+    measure = _Saturation(space, data_info)
+    worst = {m: 0.0 for m in wanted}
+    for params in _random_params(space, samples, seed):
+        measured = measure(params)
+        for m in wanted:
+            worst[m] = max(worst[m], measured[_SATURATED[m]])
+    for m in wanted:
+        # Coordinate ascent per metric: the costliest architecture in energy need not have the most params.
+        start = max(measure.seen, key=lambda key: measure.seen[key][_SATURATED[m]])
+        worst[m] = max(worst[m], _ascend(space, measure, dict(start), _SATURATED[m], seed))
+    for m in wanted:
+        reference[m] = float(worst[m]) if worst[m] > 0 else 1.0
+    return reference
+
+
+def normalised_hypervolume(volume: float, objectives: Mapping[str, str],
+                           reference: Mapping[str, float]) -> float | None:
+    """``volume`` as a fraction of the box between the ideal point and the reference (0..1).
+
+    ``None`` when an objective has no known ideal value or the box is empty.
+    """
+    box = 1.0
+    for metric in objectives:
+        if metric not in IDEAL or metric not in reference:
+            return None
+        box *= abs(float(reference[metric]) - IDEAL[metric])
+    return volume / box if box > 0 and math.isfinite(box) else None
+
+
+class _Saturation:
+    """Saturated energy figures of a space's architectures, one build each, remembered by params."""
+
+    def __init__(self, space: Any, data_info: Any) -> None:
+        import torch
+
+        self.space = space
+        self.info = data_info
+        generator = torch.Generator().manual_seed(0)
+        # Two real-valued images: the meter must see the input as real, and BatchNorm in eval mode is fine.
+        self.images = torch.randn(2, data_info.in_chans, data_info.img_size, data_info.img_size, generator=generator)
+        self.seen: dict[tuple[tuple[str, Any], ...], dict[str, float]] = {}
+
+    def __call__(self, params: Mapping[str, Any]) -> dict[str, float]:
+        import torch
+
+        from nas.energy import saturated_report
+
+        key = tuple(sorted(params.items()))
+        if key not in self.seen:
+            model = self.space.build(self.space.config_for(dict(params)), self.info)
+            with torch.no_grad():
+                report = saturated_report(model, self.images, self.space.recipe.energy_profile)
+            self.seen[key] = {"energy_uj": report.energy_uj, "sops": report.sops, "macs": report.macs,
+                              "params": float(report.params), "time_steps": float(report.time_steps)}
+        return self.seen[key]
+
+
+def _random_params(space: Any, count: int, seed: int) -> list[dict[str, Any]]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(count):
+        trial = study.ask()
+        space.sample(trial)
+        out.append(dict(trial.params))
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return out
+
+
+def _choices(distribution: Any) -> list[Any]:
+    """The values worth trying for one parameter: every category, or the ends of a numeric range."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    return [distribution.low, distribution.high]
+
+
+def _ascend(space: Any, measure: _Saturation, params: dict[str, Any], field: str, seed: int) -> float:
+    """Raise ``field`` one parameter at a time until no single change raises it (define-by-run aware)."""
+    import optuna
+
+    best = measure(params)[field]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    improved = True
+    while improved:
+        improved = False
+        distributions = _distributions(space, study, params)
+        for name, distribution in distributions.items():
+            for value in _choices(distribution):
+                if params.get(name) == value:
+                    continue
+                candidate = _complete(space, study, {**params, name: value})
+                if candidate is None:
+                    continue
+                try:
+                    cost = measure(candidate)[field]
+                except ValueError:
+                    continue  # the space's build refuses this combination
+                if cost > best:
+                    best, params, improved = cost, candidate, True
+    return best
+
+
+def _distributions(space: Any, study: Any, params: dict[str, Any]) -> dict[str, Any]:
+    import optuna
+
+    study.enqueue_trial(params)
+    trial = study.ask()
+    space.sample(trial)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return dict(trial.distributions)
+
+
+def _complete(space: Any, study: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The params a define-by-run ``sample`` actually uses given these values (new branches drawn at random)."""
+    import optuna
+
+    study.enqueue_trial(params, skip_if_exists=False)
+    trial = study.ask()
+    try:
+        space.sample(trial)
+    except ValueError:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return None  # an invalid combination of this space
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return dict(trial.params)
