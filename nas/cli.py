@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from nas.errors import NasError
+from nas.search.choices import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLERS, SCHEDULERS
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas.search.controller import SearchOptions, SearchResult
@@ -106,8 +107,15 @@ def _print_result(result: SearchResult, root: str) -> None:
 
     rows = front_rows(result.records, result.objectives)
     print(render_front(rows, title=f"Pareto front of {result.name} ({len(rows)} architectures)"))
-    hv = f"{result.hypervolume:.4g}" if result.hypervolume is not None else "-"
+    hv = "-"
+    if result.hypervolume is not None:
+        reference = ", ".join(f"{k}={v:.4g}" for k, v in result.reference.items())
+        normalised = result.normalised_hypervolume
+        hv = (f"{normalised:.4f} of the reference box (raw {result.hypervolume:.4g}; reference {reference})"
+              if normalised is not None else f"{result.hypervolume:.4g} (reference {reference})")
     state = "interrupted (resume with: nas resume " + result.name + ")" if result.interrupted else "finished"
+    if result.space_exhausted:
+        print(f"search {result.name}: every architecture of the space has been tried; the search ended early")
     print(f"search {result.name} {state} in {result.seconds:.0f} s; hypervolume {hv}")
     print(f"browse it: nas ui --root {root}   |   nas pareto {result.name} --root {root}")
 
@@ -142,7 +150,7 @@ def _status(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         handle = open_search(args.root, name, storage=args.storage)
-        rows.append(status_row(name, handle.records, handle.options))
+        rows.append(status_row(name, handle.records, handle.options, handle.normalised_hypervolume))
     print(render_rows(rows, title=f"searches in {args.root}"))
     return 0
 
@@ -294,13 +302,37 @@ def _bench_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from nas.bench import compare, default_budget, load_table, render, settings_grid, to_dict
+
+    results = []
+    for name in args.table:
+        table = load_table(name)
+        budget = args.budget or default_budget(table, args.workers)
+        grid = settings_grid(args.sampler, args.scheduler, args.eta, workers=args.workers, budget=budget)
+        comparison = compare(table, grid, seeds=args.seeds, fraction=args.fraction, processes=args.processes)
+        print(render(comparison), flush=True)
+        print()
+        results.append(to_dict(comparison))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+        print(f"figures written to {args.json}")
+    return 0
+
+
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=None, help="number of trials (default: the space's)")
     p.add_argument("--epochs", type=int, default=None, help="max fidelity in epochs (default: the space's)")
     p.add_argument("--concurrency", type=int, default=None, help="trials running at once")
     p.add_argument("--name", default=None, help="search name (default: space name + timestamp)")
-    p.add_argument("--sampler", choices=["tpe", "nsga2", "gp", "random"], default="tpe")
-    p.add_argument("--scheduler", choices=["moasha", "asha", "none"], default="moasha")
+    p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
+                   help=f"Optuna sampler that proposes architectures (default {DEFAULT_SAMPLER})")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=DEFAULT_SCHEDULER,
+                   help=f"early stopping: MOASHA (-nsga2 crowding or -epsnet order within a front), Ray's "
+                        f"single-metric ASHA on val_acc, or none (default {DEFAULT_SCHEDULER})")
     p.add_argument("--dataset", default=None, help="dataset name (default: the space's)")
     p.add_argument("--data-src", default=None, help="source folder of the dataset (cifar10, imagefolder, ...)")
     p.add_argument("--seed", type=int, default=0)
@@ -426,6 +458,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.set_defaults(handler=_bench_build)
+    p = bench.add_parser("run", help="replay searches on tables in simulated time and compare settings over seeds")
+    p.add_argument("--table", nargs="+", required=True,
+                   help="shipped table name (nas/bench/tables), nasbench201[-DATASET[-COST]], or a table file")
+    p.add_argument("--sampler", nargs="+", choices=SAMPLERS, default=[DEFAULT_SAMPLER])
+    p.add_argument("--scheduler", nargs="+", choices=SCHEDULERS, default=[DEFAULT_SCHEDULER])
+    p.add_argument("--eta", nargs="+", type=float, default=[3.0], help="reduction factors of the schedulers (3)")
+    p.add_argument("--workers", type=int, default=4, help="trials running at once (default 4)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="simulated seconds (default: the time the workers need to train a quarter of the table)")
+    p.add_argument("--seeds", type=int, default=20, help="seeds per setting (default 20)")
+    p.add_argument("--fraction", type=float, default=0.98, help="target share of the true front's hypervolume")
+    p.add_argument("--processes", type=int, default=1, help="processes running simulations (default 1)")
+    p.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    p.set_defaults(handler=_bench_run)
 
     p = sub.add_parser("cluster", help="local multi-node Ray cluster for trying cluster mode")
     p.add_argument("action", choices=["up", "down", "status"])

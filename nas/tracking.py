@@ -11,8 +11,10 @@ tracking store never sees concurrent writers (Ray workers never talk to MLflow).
   ``pareto`` (true / false) and ``pareto_rank`` on complete trials; the architecture params as
   params, the trial's attributes (family, space file and hash, energy profile, counting policy,
   ...) as ``nas.<key>`` params and tags; per-epoch metrics under the project's metric names.
-- parent metrics stepped by the number of complete trials: ``hypervolume``, ``front_size``,
-  ``best_val_acc``, ``min_energy_uj``, ``trials_complete`` / ``_pruned`` / ``_failed``; artifacts
+- parent metrics stepped by the number of complete trials: ``hypervolume`` (normalised to the
+  reference box, 0..1), ``hypervolume_raw``, ``front_size``, ``best_val_acc``, ``min_energy_uj``,
+  ``trials_complete`` / ``_pruned`` / ``_failed``; the reference point as ``nas.reference.<objective>``
+  tags on the parent run; artifacts
   ``pareto.html``, ``pareto.png``, ``pareto.csv``, ``hypervolume.html`` refreshed at most every
   ``refresh_seconds``, drawn in a helper process (``nas.dashboards.renderer``).
 
@@ -42,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from nas._urls import mask_urls_in
 from nas.dashboards.renderer import FrontRenderer
 from nas.errors import NasError
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, completion_order
+from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
@@ -151,12 +153,8 @@ class MlflowTracker:
         self._front_tags: dict[int, tuple[str, str]] = {}  # what the store holds: (pareto, pareto_rank)
         self._last_count: int | None = None
         self._last_refresh = -math.inf
-        self._pending: tuple[list[TrialRecord], dict[str, float]] | None = None
-        # hypervolume history, extended as trials complete (recomputing it costs seconds at 1,000 trials)
-        self._hv_numbers: list[int] = []
-        self._hv_values: list[float] = []
-        self._hv_front: Any = None
-        self._hv_reference: list[float] | None = None
+        self._pending: tuple[list[TrialRecord], dict[str, float], list[float]] | None = None
+        self._reference_logged: dict[str, float] | None = None
 
     # ------------------------------------------------------------ properties
     @property
@@ -299,9 +297,9 @@ class MlflowTracker:
         with self._lock:
             parent = self.parent_run_id
             if self._pending is not None:
-                records, reference = self._pending
+                records, reference, history = self._pending
                 self._last_refresh = -math.inf  # the held-back refresh is due now
-                self.update_front(records, reference=reference)
+                self.update_front(records, reference=reference, history=history)
             for number in sorted(self._open_children):
                 self.trial_finished(number, "failed", reason="interrupted")
             self._client.set_terminated(parent, status=status)
@@ -353,10 +351,10 @@ class MlflowTracker:
         The controller writes the study first and MLflow after, so a controller killed in between
         leaves a child run RUNNING (or, for a trial Ray never started, none) although the study holds
         the trial as COMPLETE, PRUNED or FAIL (``interrupted``). Each such run is ended as the study
-        says, so every trial of the study has one run in the same state. Rejected duplicates have none.
+        says, so every trial of the study has one run in the same state. Duplicates (never trained) have none.
         """
         for record in records:
-            if record.state not in (COMPLETE, PRUNED, FAIL) or record.fail_reason == "duplicate":
+            if record.state not in (COMPLETE, PRUNED, FAIL):
                 continue
             missing = self._child_run_id(record.number) is None
             if not missing and record.number not in self._left_running:
@@ -404,8 +402,11 @@ class MlflowTracker:
             self._open_children.discard(number)
 
     # ------------------------------------------------------------ the front
-    def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], force: bool = False) -> None:
+    def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], history: list[float],
+                     force: bool = False) -> None:
         """Recompute the front from ``records`` (every trial of the study) and publish it.
+
+        ``history`` is the controller's hypervolume after each complete feasible trial (completion order).
 
         Tags are written only where they change: ``pareto`` (true / false) at once, together with
         ``pareto_rank`` for a trial that joins or leaves the front or is tagged for the first time;
@@ -416,7 +417,7 @@ class MlflowTracker:
         """
         from mlflow.entities import Metric, RunTag
 
-        from nas.search.pareto import ranks_of
+        from nas.search.pareto import normalised_hypervolume, ranks_of
 
         names = list(self.objectives)
         missing = [n for n in names if n not in reference]
@@ -449,12 +450,16 @@ class MlflowTracker:
                 self._front_tags[r.number] = (on, new_rank)
 
             count = len(complete)
-            self._extend_hypervolume([r for r in complete if r.number in ranks], reference)
+            if reference != self._reference_logged:
+                client.log_batch(self.parent_run_id, tags=[RunTag(f"nas.reference.{n}", repr(float(reference[n])))
+                                                           for n in names])
+                self._reference_logged = dict(reference)
             if force or count != self._last_count:
-                volume = self._hv_values[-1] if self._hv_values else 0.0
+                volume = history[-1] if history else 0.0
+                normalised = normalised_hypervolume(volume, self.objectives, reference)
                 now = int(time.time() * 1000)
                 values = {
-                    "hypervolume": volume,
+                    "hypervolume_raw": volume,
                     "front_size": float(sum(1 for k in ranks.values() if k == 0)),
                     "trials_complete": float(count),
                     "trials_pruned": float(sum(1 for r in records if r.state == PRUNED)),
@@ -462,6 +467,8 @@ class MlflowTracker:
                 }
                 accs = [v for v in (_metric_of(r, "val_acc") for r in complete) if v is not None]
                 energies = [v for v in (_metric_of(r, "energy_uj") for r in complete) if v is not None]
+                if normalised is not None:
+                    values["hypervolume"] = normalised
                 if accs:
                     values["best_val_acc"] = max(accs)
                 if energies:
@@ -471,38 +478,12 @@ class MlflowTracker:
                 self._last_count = count
 
             if refresh:
-                self._refresh_artifacts(records, dict(reference), ranks)
+                self._refresh_artifacts(records, dict(reference), ranks, list(history))
             else:
-                self._pending = (list(records), dict(reference))
-
-    def _extend_hypervolume(self, ranked: list[TrialRecord], reference: dict[str, float]) -> None:
-        """Bring the hypervolume history (one value per complete feasible trial, in completion order)
-        up to date, computing only the trials completed since the last call."""
-        import numpy as np
-
-        from nas.search.pareto import hypervolume, pareto_mask
-
-        names = list(self.objectives)
-        directions = list(self.objectives.values())
-        ref = [float(reference[n]) for n in names]
-        ordered = completion_order(ranked)
-        known = len(self._hv_numbers)
-        if ref != self._hv_reference or [r.number for r in ordered[:known]] != self._hv_numbers:
-            # another reference, or a trial that completed "before" ones already counted: start over
-            self._hv_numbers, self._hv_values, self._hv_front, self._hv_reference = [], [], None, ref
-        current = self._hv_values[-1] if self._hv_values else 0.0
-        for record in ordered[len(self._hv_numbers) :]:
-            point = np.asarray([[float(record.values[n]) for n in names]], dtype=float)
-            candidate = point if self._hv_front is None else np.vstack([self._hv_front, point])
-            mask = pareto_mask(candidate, directions)
-            if mask[-1]:  # a dominated trial leaves the volume as it is
-                self._hv_front = candidate[mask]
-                current = hypervolume(self._hv_front, directions, ref)
-            self._hv_numbers.append(record.number)
-            self._hv_values.append(current)
+                self._pending = (list(records), dict(reference), list(history))
 
     def _refresh_artifacts(
-        self, records: list[TrialRecord], reference: dict[str, float], ranks: dict[int, int]
+        self, records: list[TrialRecord], reference: dict[str, float], ranks: dict[int, int], history: list[float]
     ) -> None:
         with tempfile.TemporaryDirectory(prefix="nas-artifacts-") as tmp:
             self._renderer.write(
@@ -512,7 +493,7 @@ class MlflowTracker:
                 folder=tmp,
                 title=f"{self.search_name}: Pareto front",
                 ranks=ranks,
-                history=self._hv_values,
+                history=history,
             )
             self._client.log_artifacts(self.parent_run_id, tmp)
         self._last_refresh = time.monotonic()

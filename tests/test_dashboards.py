@@ -103,7 +103,10 @@ def test_hypervolume_figure_follows_completion_order(records: list[TrialRecord])
     assert ys == sorted(ys) and len(ys) == 5  # complete and feasible: 0, 1, 3, 4 then 6 (completed last)
     feasible = [r for r in records if r.state == "COMPLETE" and r.feasible]
     points = [[r.values["val_acc"], r.values["energy_uj"]] for r in feasible]
-    assert ys[-1] == pytest.approx(hypervolume(points, ["max", "min"], [0.0, 10.0]))
+    # Plotted as the fraction of the reference box (accuracy 0..1 x energy 0..10), the raw value in the hover.
+    raw = hypervolume(points, ["max", "min"], [0.0, 10.0])
+    assert ys[-1] == pytest.approx(raw / 10.0)
+    assert f"raw {raw:.6g}" in fig.data[0].hovertext[-1]
     assert ys[-1] == ys[-2]  # trial 6 is dominated: no gain
     with pytest.raises(ValueError, match="reference"):
         hypervolume_figure(records, objectives=OBJECTIVES, reference={"val_acc": 0.0})

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from nas.search.moasha import MOASHAScheduler, make_scheduler, promotion_decision, rung_milestones
+from nas.search.choices import SCHEDULERS
+from nas.search.moasha import MOASHAScheduler, make_scheduler, promotion_decision, rung_milestones, rung_order
 
 ACC_ENERGY = ["max", "min"]
 
@@ -25,9 +27,22 @@ def test_dominated_point_is_stopped() -> None:
     assert promotion_decision(rung, [0.95, 0.5], ACC_ENERGY, 3)
 
 
-def test_mutually_non_dominated_extremes_tie_in_favour_of_newcomer() -> None:
-    # n = 2, keep 1: both are on the front with infinite crowding; nothing is strictly ahead.
-    assert promotion_decision([[0.9, 9.0]], [0.5, 1.0], ACC_ENERGY, 3)
+def test_ties_are_broken_by_the_points_not_for_the_newcomer() -> None:
+    # n = 2, keep 1: both are ends of one front (infinite crowding, equal scaled sums); the first
+    # objective decides, whichever arrived last.
+    assert not promotion_decision([[0.9, 9.0]], [0.5, 1.0], ACC_ENERGY, 3)
+    assert promotion_decision([[0.5, 1.0]], [0.9, 9.0], ACC_ENERGY, 3)
+    # An exact repeat of the recorded point arrived later: it waits behind it.
+    assert not promotion_decision([[0.7, 3.0]], [0.7, 3.0], ACC_ENERGY, 3)
+    assert not promotion_decision([[0.7, 3.0]], [0.7, 3.0], ACC_ENERGY, 3, "epsnet")
+
+
+def test_a_new_end_of_a_front_with_a_constant_objective_does_not_always_win() -> None:
+    # Every point has the same energy: the front is decided by accuracy alone; a newcomer at the
+    # low end of accuracy is not promoted for being an "extreme" of the constant objective.
+    rung = [[0.9, 2.0], [0.8, 2.0]]
+    assert not promotion_decision(rung, [0.7, 2.0], ACC_ENERGY, 3)
+    assert promotion_decision(rung, [0.95, 2.0], ACC_ENERGY, 3)
 
 
 def test_crowding_distance_breaks_ties_within_a_front() -> None:
@@ -48,6 +63,35 @@ def test_rank_beats_crowding_three_objectives() -> None:
     assert promotion_decision(rung, [0.85, 1.5, 1.5], dirs, 2)
     # Rank 3 (dominated by the whole chain) -> stop.
     assert not promotion_decision(rung, [0.6, 4.0, 4.0], dirs, 2)
+
+
+@pytest.mark.parametrize("priority", ["nsga2", "epsnet"])
+def test_the_order_depends_on_the_points_not_their_arrival(priority: str) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n, m = int(rng.integers(1, 12)), int(rng.integers(2, 4))
+        pts = rng.random((n, m))
+        directions = ["max"] + ["min"] * (m - 1)
+        order = rung_order(pts, directions, priority)
+        perm = rng.permutation(n)
+        again = rung_order(pts[perm], directions, priority)
+        assert perm[again].tolist() == order.tolist()
+
+
+@pytest.mark.parametrize("priority", ["nsga2", "epsnet"])
+@pytest.mark.parametrize(("m", "eta", "n"), [(2, 3, 3), (3, 4, 3), (2, 3, 27), (2, 2, 5), (3, 3, 10), (2, 4, 7),
+                                              (2, 3, 1), (2, 3, 2)])
+def test_continued_fraction_is_ceil_n_over_eta_over_n(priority: str, m: int, eta: int, n: int) -> None:
+    # Random rungs of n exchangeable points, the last one new: it continues with probability
+    # ceil(n / eta) / n (-> 1 / eta); the bound 4 standard errors wide fails a biased rule at once
+    # (the old rule continued 55.6% at m=2, eta=3, n=3 and 76.8% at m=3, eta=4, n=3).
+    rng = np.random.default_rng(1000 * m + 10 * eta + n)
+    draws = 3000
+    directions = ["max"] + ["min"] * (m - 1)
+    kept = sum(promotion_decision(rng.random((n - 1, m)), rng.random(m), directions, eta, priority)
+               for _ in range(draws))
+    expected = math.ceil(n / eta) / n
+    assert abs(kept / draws - expected) <= 4 * math.sqrt(expected * (1 - expected) / draws) + 1e-9
 
 
 def test_bad_eta_is_rejected() -> None:
@@ -96,6 +140,8 @@ def test_scheduler_hooks_drive_the_rungs() -> None:
     sched.on_trial_complete(None, t1, _result(9, 0.8, 3.0))
     sched.on_trial_remove(None, t3)
     assert "num_stopped=4" in sched.debug_string()
+    # The searcher asks the scheduler which trials it stopped (PRUNED) instead of patching it.
+    assert sched.stopped_trials == {t1.trial_id, t2.trial_id, t3.trial_id, t4.trial_id}
 
 
 def test_trial_that_ends_itself_at_a_rung_is_recorded() -> None:
@@ -136,9 +182,23 @@ def test_constructor_and_search_properties() -> None:
 
 def test_make_scheduler() -> None:
     objectives = {"val_acc": "max", "energy_uj": "min"}
+    for kind in SCHEDULERS:
+        assert make_scheduler(kind, objectives=objectives, max_t=9).stopped_trials == set()
+    assert "MOASHA-epsnet" in make_scheduler("moasha-epsnet", objectives=objectives, max_t=9).debug_string()
     assert isinstance(make_scheduler("moasha", objectives=objectives, max_t=9), MOASHAScheduler)
     asha = make_scheduler("asha", objectives=objectives, max_t=9)
     assert isinstance(asha, AsyncHyperBandScheduler) and asha.metric == "val_acc"
-    assert type(make_scheduler("none", objectives=objectives, max_t=9)) is FIFOScheduler
+    assert isinstance(make_scheduler("none", objectives=objectives, max_t=9), FIFOScheduler)
     with pytest.raises(ValueError, match="hyperband"):
         make_scheduler("hyperband", objectives=objectives, max_t=9)
+
+
+def test_ray_asha_records_what_it_stops() -> None:
+    asha = make_scheduler("asha", objectives={"val_acc": "max", "energy_uj": "min"}, max_t=9)
+    trials = _trials(4)
+    for t in trials:
+        asha.on_trial_add(None, t)
+    decisions = [asha.on_trial_result(None, t, _result(1, acc, 1.0)) for t, acc in zip(trials, [0.9, 0.8, 0.1, 0.2],
+                                                                                          strict=True)]
+    stopped = {t.trial_id for t, d in zip(trials, decisions, strict=True) if d == TrialScheduler.STOP}
+    assert stopped and asha.stopped_trials == stopped

@@ -8,17 +8,21 @@ import numpy as np
 import pytest
 
 from nas.search.pareto import (
+    HypervolumeHistory,
+    HypervolumeTracker,
     crowding_distance,
     default_reference,
+    epsilon_net_order,
     front_of,
     hypervolume,
     hypervolume_history,
     knee_index,
     non_dominated_ranks,
+    normalised_hypervolume,
     pareto_mask,
     ranks_of,
 )
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord
+from nas.search.records import COMPLETE, DUPLICATE, FAIL, PRUNED, TrialRecord
 
 
 def _hv_inclusion_exclusion(pts_min: np.ndarray, ref: np.ndarray) -> float:
@@ -84,9 +88,137 @@ def test_crowding_distance() -> None:
     pts = np.array([[0.0, 4.0], [1.0, 3.0], [3.0, 1.0], [4.0, 0.0]])
     cd = crowding_distance(pts, ["min", "min"])
     assert np.isinf(cd[0]) and np.isinf(cd[3])
-    # Inner points: (3-0)/4 + (4-1)/4 = 1.5 for both here.
-    assert cd[1] == pytest.approx(1.5) and cd[2] == pytest.approx(1.5)
+    # Inner points: ((3-0)/4 + (4-1)/4) / 2 objectives = 0.75 for both here.
+    assert cd[1] == pytest.approx(0.75) and cd[2] == pytest.approx(0.75)
     assert np.all(np.isinf(crowding_distance(pts[:2], ["min", "min"])))
+    # A constant objective gives no weight, not even to its "ends": only the other objective counts.
+    flat = np.array([[0.0, 1.0], [1.0, 1.0], [3.0, 1.0]])
+    assert crowding_distance(flat, ["min", "min"]).tolist() == [np.inf, 0.5, np.inf]
+    assert crowding_distance(np.ones((4, 2)), ["min", "min"]).tolist() == [0.0] * 4
+
+
+def _random_fronts(seed: int, count: int):
+    """Small integer-valued sets: many exact ties, repeated points and constant objectives."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        n, m = int(rng.integers(1, 10)), int(rng.integers(2, 4))
+        pts = rng.integers(0, 4, size=(n, m)).astype(float)
+        if rng.random() < 0.4:
+            pts[:, rng.integers(m)] = 2.0
+        yield pts
+
+
+def test_crowding_distance_equals_pymoo_on_ties_duplicates_and_constant_objectives() -> None:
+    from pymoo.operators.survival.rank_and_crowding.metrics import get_crowding_function
+
+    pymoo_cd = get_crowding_function("cd")  # what pymoo's NSGA-II ranks a front by
+    for pts in _random_fronts(0, 2000):
+        ours = crowding_distance(pts, ["min"] * pts.shape[1])
+        np.testing.assert_allclose(ours, pymoo_cd.do(pts), rtol=1e-12, err_msg=str(pts))
+
+
+def test_crowding_distance_equals_optuna_nsga2_up_to_the_objective_count() -> None:
+    import optuna
+    from optuna.samplers.nsgaii._elite_population_selection_strategy import _calc_crowding_distance
+
+    # Optuna re-sorts one list per objective in place, so which of two tied values counts as the end
+    # depends on the previous objective's order: compare on distinct values (and constant objectives).
+    rng = np.random.default_rng(1)
+    for _ in range(1000):
+        n, m = int(rng.integers(3, 10)), int(rng.integers(2, 4))
+        pts = rng.random((n, m))
+        if rng.random() < 0.4:
+            pts[:, rng.integers(m)] = 0.5
+        trials = [optuna.trial.create_trial(values=list(p), params={}, distributions={}) for p in pts]
+        for i, t in enumerate(trials):
+            t.number = i
+        theirs = _calc_crowding_distance(list(trials))
+        expected = np.array([theirs[i] for i in range(len(trials))]) / pts.shape[1]
+        np.testing.assert_allclose(crowding_distance(pts, ["min"] * pts.shape[1]), expected, rtol=1e-12,
+                                   err_msg=str(pts))
+
+
+def test_ranks_equal_pymoo_non_dominated_sorting() -> None:
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    for pts in _random_fronts(2, 500):
+        fronts = NonDominatedSorting().do(pts)
+        expected = np.empty(pts.shape[0], dtype=int)
+        for rank, members in enumerate(fronts):
+            expected[members] = rank
+        assert non_dominated_ranks(pts, ["min"] * pts.shape[1]).tolist() == expected.tolist(), pts
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_hypervolume_and_its_incremental_history_equal_optuna_and_pymoo(m: int) -> None:
+    from optuna._hypervolume import compute_hypervolume
+    from pymoo.indicators.hv import HV
+
+    rng = np.random.default_rng(10 + m)
+    for trial in range(20):
+        n = int(rng.integers(1, 40))
+        pts = rng.random((n, m))
+        if trial % 3 == 0:
+            pts = np.round(pts, 1)  # ties and repeated points
+        ref = np.full(m, 1.1)
+        history = hypervolume_history(pts, ["min"] * m, ref)
+        prefix_optuna = [compute_hypervolume(pts[: i + 1], ref) for i in range(n)]
+        np.testing.assert_allclose(history, prefix_optuna, rtol=1e-9, atol=1e-12)
+        assert hypervolume(pts, ["min"] * m, ref) == pytest.approx(HV(ref_point=ref)(pts), rel=1e-9)
+
+
+def test_tracker_ignores_points_outside_the_box_and_dominated_ones() -> None:
+    tracker = HypervolumeTracker(["max", "min"], [0.0, 4.0])
+    assert tracker.add([0.5, 5.0]) == 0.0  # beyond the energy reference
+    assert tracker.add([-0.1, 1.0]) == 0.0  # below the accuracy reference
+    assert tracker.add([0.8, 1.0]) == pytest.approx(0.8 * 3.0)
+    assert tracker.add([0.7, 2.0]) == pytest.approx(2.4)  # dominated
+    assert tracker.add([0.8, 1.0]) == pytest.approx(2.4)  # repeated
+    assert tracker.add([0.9, 3.0]) == pytest.approx(2.4 + 0.1 * 1.0)
+    assert tracker.front_size == 2
+    with pytest.raises(ValueError, match="finite"):
+        tracker.add([np.nan, 1.0])
+
+
+def test_history_follows_completion_order_and_skips_duplicates() -> None:
+    import datetime as dt
+
+    objectives = {"val_acc": "max", "energy_uj": "min"}
+    t0 = dt.datetime(2026, 1, 1)
+
+    def done(number: int, minute: int, acc: float, energy: float, state: str = COMPLETE) -> TrialRecord:
+        return TrialRecord(number, state, {}, values={"val_acc": acc, "energy_uj": energy},
+                           completed=t0 + dt.timedelta(minutes=minute))
+
+    history = HypervolumeHistory(objectives)
+    reference = {"val_acc": 0.0, "energy_uj": 10.0}
+    records = [done(0, 5, 0.5, 5.0), done(1, 1, 0.9, 8.0)]
+    assert history.update(records, reference) == pytest.approx([0.9 * 2.0, 0.9 * 2.0 + 0.5 * 3.0])
+    assert history.numbers == [1, 0]
+    records.append(done(2, 9, 0.99, 1.0, state=DUPLICATE))
+    records.append(done(3, 9, 0.6, 4.0))
+    assert history.update(records, reference)[-1] == pytest.approx(hypervolume(
+        np.array([[0.9, 8.0], [0.5, 5.0], [0.6, 4.0]]), ["max", "min"], [0.0, 10.0]))
+    assert history.numbers == [1, 0, 3]
+
+
+def test_normalised_hypervolume() -> None:
+    objectives = {"val_acc": "max", "energy_uj": "min"}
+    reference = {"val_acc": 0.0, "energy_uj": 50.0}
+    # A single model at accuracy 0.9 and 5 uJ covers 0.9 * 45 of a 1 * 50 box.
+    volume = hypervolume(np.array([[0.9, 5.0]]), ["max", "min"], [0.0, 50.0])
+    assert normalised_hypervolume(volume, objectives, reference) == pytest.approx(0.9 * 0.9)
+    assert normalised_hypervolume(1.0, {"val_acc": "max", "custom": "min"}, {"val_acc": 0, "custom": 1}) is None
+
+
+def test_epsilon_net_order() -> None:
+    # One front of three: start at the best first objective (2, 4), then the farthest, (4, 2),
+    # then (3, 3). A dominated point comes last.
+    pts = np.array([[3.0, 3.0], [2.0, 4.0], [4.0, 2.0], [5.0, 5.0]])
+    assert epsilon_net_order(pts, ["min", "min"]).tolist() == [1, 2, 0, 3]
+    # Scaled distances: the second objective's large numbers do not decide alone.
+    pts = np.array([[0.0, 100.0], [0.5, 60.0], [0.9, 50.0], [1.0, 0.0]])
+    assert epsilon_net_order(pts, ["min", "min"]).tolist() == [0, 3, 1, 2]
 
 
 def test_knee_index() -> None:
@@ -123,6 +255,7 @@ def test_front_of_and_ranks_of_keep_only_complete_feasible() -> None:
         TrialRecord(3, COMPLETE, {}, values={"val_acc": 0.99, "energy_uj": 0.1}, constraints=(1.0,)),
         TrialRecord(4, PRUNED, {}, user_attrs={"last_values": {"val_acc": 0.99, "energy_uj": 0.1}}),
         TrialRecord(5, FAIL, {}),
+        TrialRecord(6, DUPLICATE, {}, values=None),
     ]
     assert [r.number for r in front_of(records, objectives)] == [0, 1]
     assert ranks_of(records, objectives) == {0: 0, 1: 0, 2: 1}

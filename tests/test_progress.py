@@ -21,15 +21,16 @@ def test_each_trial_counts_once_whichever_event_comes_first() -> None:
     view = LiveView("s", total_trials=4, objectives=OBJECTIVES, stream=out, live=False)
     view.trial_finished(0, "complete", final_metrics={"val_acc": 0.5, "energy_uj": 10.0})
     # The bookkeeping thread reads the study after trials 1 (pruned) and 3 (complete) have been told,
-    # before their own trial_finished events are delivered; 2 is a rejected duplicate.
-    view.update_front([_record(0, "COMPLETE"), _record(1, "PRUNED"), _record(2, "FAIL", "duplicate"),
-                       _record(3, "COMPLETE")], reference={"val_acc": 0.0, "energy_uj": 20.0})
+    # before their own trial_finished events are delivered; 2 is a duplicate (never trained).
+    view.update_front([_record(0, "COMPLETE"), _record(1, "PRUNED"), _record(2, "DUPLICATE"),
+                       _record(3, "COMPLETE")], reference={"val_acc": 0.0, "energy_uj": 20.0}, history=[5.0, 9.0])
+    assert view.hypervolume == 9.0 / 20.0  # shown as the fraction of the reference box
     view.trial_finished(1, "pruned")
     view.trial_finished(3, "complete", final_metrics={"val_acc": 0.53, "energy_uj": 7.0})
     assert view.done == 3 and view.counts == {"complete": 2, "pruned": 1, "failed": 0}
     view.trial_finished(4, "failed", reason="RuntimeError: boom")
     view.update_front([_record(4, "FAIL", "RuntimeError: boom"), _record(5, "FAIL", "interrupted")],
-                      reference={"val_acc": 0.0, "energy_uj": 20.0})
+                      reference={"val_acc": 0.0, "energy_uj": 20.0}, history=[5.0, 9.0])
     assert view.counts == {"complete": 2, "pruned": 1, "failed": 1}
     lines = out.getvalue().splitlines()
     # Lines of trials the study had already reported show the study's count, never more.

@@ -21,7 +21,7 @@ from nas.cli import main
 from nas.errors import NasError
 from nas.launch import launch
 from nas.search.controller import SearchOptions, prepare_search
-from nas.search.pareto import front_of
+from nas.search.pareto import front_of, hypervolume
 from nas.search.records import records_from_study
 from nas.search.store import default_storage_url, open_search, open_storage
 
@@ -102,7 +102,8 @@ def test_launch_of_six_trials_finishes_with_an_honest_study(finished) -> None:
     result, root = finished
     handle = open_search(root, "six")
     records = handle.records
-    counted = [r for r in records if not (r.state == "FAIL" and r.fail_reason in ("duplicate", "interrupted"))]
+    counted = [r for r in records
+               if r.state != "DUPLICATE" and not (r.state == "FAIL" and r.fail_reason == "interrupted")]
     assert len(counted) == 6
     assert {r.state for r in counted} <= {"COMPLETE", "PRUNED"}
     for record in counted:
@@ -146,6 +147,20 @@ def test_hypervolume_history_is_stored_and_non_decreasing(finished) -> None:
     history = [value for _, value in study.user_attrs["hypervolume_history"]]
     assert history and all(b >= a for a, b in zip(history, history[1:], strict=False))
     assert set(study.user_attrs["reference"]) == {"val_acc", "energy_uj"}
+
+
+def test_the_reference_is_fixed_from_the_space_and_contains_every_point(finished) -> None:
+    result, root = finished
+    handle = open_search(root, "six")
+    reference = handle.study.user_attrs["reference"]
+    assert reference["val_acc"] == 0.0 and "firing at every step" in handle.study.user_attrs["reference_basis"]
+    rows = [row for r in handle.records for row in r.history if row.get("energy_uj") is not None]
+    assert rows and all(0.0 <= row["val_acc"] and row["energy_uj"] < reference["energy_uj"] for row in rows)
+    # Every complete point counts: the normalised hypervolume is that of the whole front.
+    front = np.array([[r.values["val_acc"], r.values["energy_uj"]] for r in result.front])
+    expected = hypervolume(front, ["max", "min"], [0.0, reference["energy_uj"]]) / reference["energy_uj"]
+    assert 0.0 < result.normalised_hypervolume == pytest.approx(expected)
+    assert handle.normalised_hypervolume == pytest.approx(expected)
 
 
 def test_the_default_sqlite_study_is_in_wal_mode(finished) -> None:

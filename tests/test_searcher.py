@@ -15,7 +15,7 @@ from ray import tune
 from nas.errors import NasError
 from nas.search.moasha import make_scheduler
 from nas.search.pareto import front_of
-from nas.search.records import COMPLETE, FAIL, PRUNED, records_from_study
+from nas.search.records import COMPLETE, DUPLICATE, FAIL, PRUNED, records_from_study
 from nas.search.searcher import (
     FailureReasonCallback,
     OptunaMultiObjectiveSearcher,
@@ -208,25 +208,73 @@ def test_error_without_reason_is_flushed_as_error(tmp_path) -> None:
     assert study.trials[1].user_attrs["fail_reason"] == "ValueError: bad width"
 
 
-def test_duplicates_are_rejected_then_accepted(tmp_path) -> None:
+def _tiny(trial: optuna.Trial) -> None:
+    trial.suggest_categorical("x", [0, 1, 2])
+
+
+def test_duplicates_are_told_the_known_outcome_never_trained_and_an_exhausted_space_ends(tmp_path) -> None:
     study = _study(tmp_path, "dups")
-
-    def tiny(trial: optuna.Trial) -> None:
-        trial.suggest_categorical("x", [0, 1])
-
-    searcher = OptunaMultiObjectiveSearcher(
-        study=study, sample=tiny, objectives=OBJECTIVES, max_epochs=1, max_trials=3, max_duplicate_retries=4
-    )
-    seen = []
-    for i in range(3):
-        config = searcher.suggest(f"t{i}")
-        seen.append(config["params"]["x"])
-        searcher.on_trial_complete(f"t{i}", {"epoch": 1, "val_acc": 0.5, "energy_uj": 1.0})
-    # The first two are the two distinct configs; the third cannot be new and is accepted anyway.
-    assert sorted(seen[:2]) == [0, 1]
-    dups = [t for t in study.trials if t.user_attrs.get("fail_reason") == "duplicate"]
-    assert len(dups) >= 4 and all("duplicate_of" in t.user_attrs for t in dups)
+    searcher = OptunaMultiObjectiveSearcher(study=study, sample=_tiny, objectives=OBJECTIVES, max_epochs=1,
+                                            max_trials=10)
+    trained = []
+    while (config := searcher.suggest(f"t{len(trained)}")) != "FINISHED":
+        x = config["params"]["x"]
+        trained.append(x)
+        searcher.on_trial_complete(f"t{len(trained) - 1}", {"epoch": 1, "val_acc": 0.1 * (x + 1), "energy_uj": 1.0})
+    # Every architecture trained once, then the search ends: the space has nothing untried left.
+    assert sorted(trained) == [0, 1, 2] and searcher.space_exhausted
     assert searcher.trials_used() == 3
+    values = {t.params["x"]: t.values for t in study.trials if "duplicate_of" not in t.user_attrs}
+    duplicates = [t for t in study.trials if "duplicate_of" in t.user_attrs]
+    assert duplicates, "the random sampler repeats itself in a 3-architecture space"
+    for t in duplicates:
+        # Told what the repeated architecture scored, so the sampler learns; recorded as DUPLICATE.
+        original = study.trials[t.user_attrs["duplicate_of"]]
+        assert t.state == TrialState.COMPLETE and t.values == values[t.params["x"]] == original.values
+    records = records_from_study(study)
+    assert sorted(r.number for r in records if r.state == DUPLICATE) == sorted(t.number for t in duplicates)
+    assert len(front_of(records, OBJECTIVES)) == 1
+    assert searcher.proposals["duplicates_told"] == len(duplicates)
+
+
+def test_a_duplicate_of_a_pruned_or_running_trial(tmp_path) -> None:
+    study = _study(tmp_path, "dups2")
+    searcher = OptunaMultiObjectiveSearcher(study=study, sample=_tiny, objectives=OBJECTIVES, max_epochs=3,
+                                            max_duplicate_retries=0)
+    a = searcher.suggest("a")
+    searcher.on_trial_complete("a", {"epoch": 1, "val_acc": 0.3, "energy_uj": 2.0})  # pruned at epoch 1
+    running = searcher.suggest("b")
+    third = searcher.suggest("c")
+    assert third["params"]["x"] not in (a["params"]["x"], running["params"]["x"])
+    assert searcher.suggest("d") == "FINISHED" and searcher.space_exhausted  # nothing untried is left
+    told = {t.user_attrs["duplicate_of"]: t for t in study.trials if "duplicate_of" in t.user_attrs}
+    if a["optuna_number"] in told:  # a repeat of the pruned one: PRUNED with its last values
+        t = told[a["optuna_number"]]
+        assert t.state == TrialState.PRUNED and t.user_attrs["last_values"] == {"val_acc": 0.3, "energy_uj": 2.0}
+    if running["optuna_number"] in told:  # a repeat of a running one: nothing is known yet
+        t = told[running["optuna_number"]]
+        assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "duplicate"
+    assert searcher.trials_used() == 3
+
+
+def test_the_fallback_can_come_from_the_caller(tmp_path) -> None:
+    # The simulator knows its table: its fallback names an untried entry, so exhaustion is exact.
+    study = _study(tmp_path, "untried")
+    entries = [{"x": 0}, {"x": 1}, {"x": 2}]
+
+    def untried(tried, rng):
+        left = [e for e in entries if (("x", e["x"]),) not in tried]
+        return rng.choice(left) if left else None
+
+    searcher = OptunaMultiObjectiveSearcher(study=study, sample=_tiny, objectives=OBJECTIVES, max_epochs=1,
+                                            untried=untried, max_duplicate_retries=0)
+    seen = []
+    while (config := searcher.suggest(str(len(seen)))) != "FINISHED":
+        seen.append(config["params"]["x"])
+        searcher.on_trial_complete(str(len(seen) - 1), {"epoch": 1, "val_acc": 0.5, "energy_uj": 1.0})
+    assert sorted(seen) == [0, 1, 2] and searcher.space_exhausted
+    fallbacks = [t for t in study.trials if t.user_attrs.get("proposal") == "fallback"]
+    assert len(fallbacks) == searcher.proposals["fallback"]
 
 
 def test_trial_budget_counts_retries_failures_and_interruptions_like_the_study(tmp_path) -> None:

@@ -105,7 +105,15 @@ def test_front_tags_match_the_front(search: SyntheticSearch) -> None:
 def test_parent_metrics(search: SyntheticSearch) -> None:
     client = MlflowClient(search.tracking_uri)
     parent = search.tracker.parent_run_id
-    history = sorted(client.get_metric_history(parent, "hypervolume"), key=lambda m: (m.step, m.timestamp))
+    # "hypervolume" is the fraction of the reference box; the raw value and the reference sit beside it.
+    box = 1.0
+    for name, direction in OBJECTIVES.items():
+        box *= abs(REFERENCE[name] - (1.0 if direction == "max" else 0.0))
+    normalised = sorted(client.get_metric_history(parent, "hypervolume"), key=lambda m: (m.step, m.timestamp))
+    history = sorted(client.get_metric_history(parent, "hypervolume_raw"), key=lambda m: (m.step, m.timestamp))
+    assert [m.value for m in normalised] == pytest.approx([m.value / box for m in history])
+    tags = client.get_run(parent).data.tags
+    assert {k: float(tags[f"nas.reference.{k}"]) for k in OBJECTIVES} == REFERENCE
     values = [m.value for m in history]
     assert values == sorted(values), "hypervolume must be non-decreasing"
     records = search.records

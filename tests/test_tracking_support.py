@@ -14,6 +14,7 @@ from typing import Any
 
 import optuna
 
+from nas.search.pareto import HypervolumeHistory
 from nas.search.records import TrialRecord, records_from_study
 from nas.search.store import write_options
 
@@ -76,6 +77,7 @@ def run_synthetic_search(
     storage = f"sqlite:///{(root / 'optuna.db').resolve()}"
     tracking_uri = tracking_uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    hv_history = HypervolumeHistory(OBJECTIVES)  # what the controller hands its listeners
     study = optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.RandomSampler(seed=seed), load_if_exists=True)
     study.set_metric_names(list(OBJECTIVES))
@@ -125,9 +127,11 @@ def run_synthetic_search(
                 torch.manual_seed(trial.number)
                 model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
                 tracker.log_trial_model(trial.number, model, np.zeros((1, 4), dtype=np.float32))
-        tracker.update_front(records_from_study(study), reference=REFERENCE)
+        records = records_from_study(study)
+        tracker.update_front(records, reference=REFERENCE, history=hv_history.update(records, REFERENCE))
     if final_force:
-        tracker.update_front(records_from_study(study), reference=REFERENCE, force=True)
+        records = records_from_study(study)
+        tracker.update_front(records, reference=REFERENCE, history=hv_history.update(records, REFERENCE), force=True)
     tracker.finish_search()
     return SyntheticSearch(root=root, name=name, study=study, tracker=tracker, space_file=space_file,
                            tracking_uri=tracking_uri)

@@ -9,14 +9,27 @@ be compared over many seeds in minutes instead of days.
 from __future__ import annotations
 
 from nas.bench.build import build_table, sample_architectures
+from nas.bench.compare import Comparison, compare, default_budget, render, settings_grid, to_dict
+from nas.bench.simulator import SimulationRun, SimulationSettings, simulate
 from nas.bench.table import LearningCurveTable, TableEntry, list_tables, load_table, resolve_table
+from nas.bench.table_space import TableSpace
 
 __all__ = [
+    "Comparison",
     "LearningCurveTable",
+    "SimulationRun",
+    "SimulationSettings",
+    "TableSpace",
     "TableEntry",
     "build_table",
+    "compare",
+    "default_budget",
     "list_tables",
     "load_table",
     "resolve_table",
+    "render",
     "sample_architectures",
+    "settings_grid",
+    "simulate",
+    "to_dict",
 ]

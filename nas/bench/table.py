@@ -103,8 +103,8 @@ class LearningCurveTable:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        # mtime=0: the same table gives the same bytes, so a rebuilt table diffs only where it differs.
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        # No name and mtime 0 in the header: the same table gives the same bytes wherever it is written.
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
             f.write(json.dumps(_finite_json(self.to_dict()), separators=(",", ":"), sort_keys=True).encode())
         tmp.replace(path)
         return path
@@ -179,5 +179,9 @@ def resolve_table(name_or_path: str | Path) -> Path:
 
 
 def load_table(name_or_path: str | Path) -> LearningCurveTable:
-    """Load a shipped table by name, or any table file by path."""
+    """Load a shipped table by name, NAS-Bench-201 (``nasbench201[-DATASET[-COST]]``), or a table file by path."""
+    from nas.bench.nasbench201 import PREFIX, nasbench201_table
+
+    if str(name_or_path).startswith(PREFIX) and not Path(name_or_path).exists():
+        return nasbench201_table(str(name_or_path))
     return LearningCurveTable.load(resolve_table(name_or_path))

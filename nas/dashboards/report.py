@@ -21,7 +21,7 @@ from nas.dashboards.views import (
     pareto_figure,
     trial_rows,
 )
-from nas.search.pareto import default_reference, hypervolume
+from nas.search.pareto import default_reference, hypervolume, normalised_hypervolume
 from nas.search.records import TrialRecord
 
 _STYLE = """
@@ -137,6 +137,9 @@ def write_report(
     ranked = [r for r in rows if r["rank"] is not None]
     points = np.asarray([[r["values"][n] for n in names] for r in ranked], dtype=float).reshape(len(ranked), len(names))
     volume = hypervolume(points, list(objectives.values()), [reference[n] for n in names])
+    normalised = normalised_hypervolume(volume, objectives, reference)
+    volume_text = (f"hypervolume {normalised:.4f} of the reference box (raw {volume:.6g})" if normalised is not None
+                   else f"hypervolume {volume:.6g}")
 
     esc = html.escape
     parts = [
@@ -150,7 +153,7 @@ def write_report(
         f'<p class="meta">{len(rows)} trials ('
         + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         + f"); objectives: {esc(', '.join(f'{n} ({d})' for n, d in objectives.items()))}; "
-        f"hypervolume {volume:.6g} against reference "
+        f"{volume_text} against reference "
         f"{esc(', '.join(f'{n}={_fmt(reference[n])}' for n in names))}; "
         f"written {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}.</p>",
         "<h2>Pareto front</h2>",

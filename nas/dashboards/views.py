@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from nas.search.pareto import hypervolume_history, ranks_of
-from nas.search.records import COMPLETE, PRUNED, TrialRecord, completion_order
+from nas.search.pareto import hypervolume_history, normalised_hypervolume, ranks_of
+from nas.search.records import COMPLETE, DUPLICATE, PRUNED, TrialRecord, completion_order
 
 _SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon", "pentagon"]
 _MPL_MARKERS = ["o", "s", "D", "^", "P", "X", "*", "h", "p"]
@@ -74,7 +74,7 @@ def _params_text(params: Mapping[str, Any], per_line: int = 4) -> str:
 def trial_rows(
     records: Sequence[TrialRecord], objectives: Mapping[str, str], *, ranks: Mapping[int, int] | None = None
 ) -> list[dict[str, Any]]:
-    """One dict per trial (ordered by number) with what every view shows.
+    """One dict per trial (ordered by number) with what every view shows; duplicates (never trained) left out.
 
     Keys: ``number``, ``state``, ``values`` ({objective: value}: final values of complete trials,
     last-epoch values of pruned ones, empty otherwise), ``rank`` (non-dominated rank or None),
@@ -87,6 +87,8 @@ def trial_rows(
         ranks = ranks_of(records, objectives)
     rows = []
     for r in sorted(records, key=lambda r: r.number):
+        if r.state == DUPLICATE:
+            continue
         if r.state == COMPLETE and r.values is not None:
             values = {n: float(r.values[n]) for n in names if n in r.values}
         elif r.state == PRUNED:
@@ -350,7 +352,10 @@ def hypervolume_figure(
         history = hypervolume_history(points, list(objectives.values()), [reference[n] for n in names])
     elif len(history) != len(kept):
         raise ValueError(f"history has {len(history)} values for {len(kept)} complete feasible trials")
-    history = list(history)
+    raw = list(history)
+    box = normalised_hypervolume(1.0, objectives, reference)
+    # Normalised to the reference box (0..1) where every objective has a known ideal value; raw otherwise.
+    history = [h * box for h in raw] if box is not None else raw
     xs = list(range(1, len(history) + 1))
     fig = go.Figure()
     fig.add_trace(
@@ -360,8 +365,8 @@ def hypervolume_figure(
             mode="lines",
             line_shape="hv",
             name="hypervolume",
-            hovertext=[f"after trial {r.number} ({i} complete): {h:.6g}" for i, r, h in zip(xs, kept, history,
-                                                                                              strict=True)],
+            hovertext=[f"after trial {r.number} ({i} complete): {h:.4f} (raw {v:.6g})"
+                       for i, r, h, v in zip(xs, kept, history, raw, strict=True)],
             hoverinfo="text",
         )
     )
@@ -380,7 +385,7 @@ def hypervolume_figure(
     fig.update_layout(
         title=title or f"Hypervolume over completed trials (reference {ref_text})",
         xaxis_title="completed trials",
-        yaxis_title="hypervolume",
+        yaxis_title="hypervolume (fraction of the reference box)" if box is not None else "hypervolume",
         template="plotly_white",
     )
     return fig

@@ -22,7 +22,9 @@ from typing import Any, Protocol
 
 from nas.errors import NasError
 from nas.search import store
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, completion_order, records_from_study
+from nas.search.choices import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLERS, SCHEDULERS
+from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from_study
+from nas.search.reference import BASIS as REFERENCE_BASIS
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,8 @@ class SearchOptions:
     trials: int | None = None
     epochs: int | None = None
     concurrency: int | None = None
-    sampler: str = "tpe"
-    scheduler: str = "moasha"
+    sampler: str = DEFAULT_SAMPLER
+    scheduler: str = DEFAULT_SCHEDULER
     dataset: str | None = None
     data_src: str | None = None
     seed: int = 0
@@ -72,10 +74,10 @@ class SearchOptions:
             raise NasError(f"--max-failures must be >= 0, got {self.max_failures}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise NasError(f"--time-budget must be positive seconds, got {self.time_budget}")
-        if self.sampler not in ("tpe", "nsga2", "gp", "random"):
-            raise NasError(f"--sampler must be tpe, nsga2, gp or random, got {self.sampler!r}")
-        if self.scheduler not in ("moasha", "asha", "none"):
-            raise NasError(f"--scheduler must be moasha, asha or none, got {self.scheduler!r}")
+        if self.sampler not in SAMPLERS:
+            raise NasError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise NasError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise NasError(f"--name {self.name!r} is not a valid search name (no '/', not empty)")
 
@@ -88,7 +90,8 @@ class SearchListener(Protocol):
     def trial_finished(self, number: int, state: str, *, reason: str | None = None,
                        final_metrics: dict | None = None) -> None: ...
     def search_resumed(self, records: list[TrialRecord], *, attrs: dict[str, Any]) -> None: ...
-    def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], force: bool = False) -> None: ...
+    def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], history: list[float],
+                     force: bool = False) -> None: ...
 
 
 @dataclass
@@ -129,6 +132,18 @@ class SearchResult:
     seconds: float
     interrupted: bool = False
     trial_nodes: dict[int, str] = field(default_factory=dict)
+    reference: dict[str, float] = field(default_factory=dict)
+    space_exhausted: bool = False
+    proposals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def normalised_hypervolume(self) -> float | None:
+        """The hypervolume as a fraction of the reference box (0..1); ``None`` before any complete trial."""
+        from nas.search.pareto import normalised_hypervolume
+
+        if self.hypervolume is None:
+            return None
+        return normalised_hypervolume(self.hypervolume, self.objectives, self.reference)
 
 
 def _default_name(space_name: str) -> str:
@@ -183,6 +198,7 @@ def prepare_search(options: SearchOptions,
         cpus_per_trial = max(1.0, float(cpus // options.concurrency))
     tracking_uri = options.tracking_uri or store.default_tracking_uri(root)
 
+    reference = None if exists else _space_reference(space, options.data_src)
     if before_create is not None:
         before_create(name, tracking_uri, space)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -200,6 +216,8 @@ def prepare_search(options: SearchOptions,
         study.set_user_attr("space_hash", space.source_hash)
         study.set_user_attr("max_epochs", epochs)
         study.set_user_attr("trials", trials)
+        study.set_user_attr("reference", reference)
+        study.set_user_attr("reference_basis", REFERENCE_BASIS)
     search_dir.mkdir(parents=True, exist_ok=True)
     if not options.resume:
         shutil.copyfile(space.source_file, search_dir / "space.py")
@@ -221,6 +239,18 @@ def prepare_search(options: SearchOptions,
         tracking_uri=tracking_uri, study=study, trials=trials, epochs=epochs, dataset=dataset,
         concurrency=concurrency, cpus_per_trial=cpus_per_trial, ray_address=ray_address,
     )
+
+
+def _space_reference(space: Any, data_src: str | None) -> dict[str, float]:
+    """The hypervolume reference of the space's objectives, fixed before the first trial."""
+    from nas.search.reference import space_reference
+
+    try:
+        return space_reference(space, data_src=data_src)
+    except (ValueError, RuntimeError) as error:
+        where = space.source_file or space.name
+        raise NasError(f"{where}: cannot bound the space's objectives for the hypervolume reference "
+                       f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
 
 REPORTED_METRICS = ("val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps", "train_loss",
@@ -386,6 +416,9 @@ class _Bookkeeper:
         self.started_at = time.monotonic()
         self._pump = _EventPump()
         self._front_pending = False
+        from nas.search.pareto import HypervolumeHistory
+
+        self.history = HypervolumeHistory(prepared.objectives)
 
     def _notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         self._pump.submit(self._notify_now, method, *args, **kwargs)
@@ -511,8 +544,11 @@ class _Bookkeeper:
         reference = _ensure_reference(self.prepared.study, records, self.prepared.objectives)
         if reference is None:
             return
-        _record_hypervolume_history(self.prepared.study, records, self.prepared.objectives, reference)
-        self._notify_now("update_front", records, reference=reference, force=force)
+        values = self.history.update(records, reference)
+        if values:
+            self.prepared.study.set_user_attr(
+                "hypervolume_history", [[n, v] for n, v in zip(self.history.numbers, values, strict=True)])
+        self._notify_now("update_front", records, reference=reference, history=values, force=force)
 
 
 _TRACKED_METRICS = ("epoch", "train_loss", "val_acc", "energy_uj", "sops", "macs", "firing_rate", "params",
@@ -549,38 +585,25 @@ def _keep_final_weights(checkpoint: Any, folder: Path) -> None:
 
 
 def _ensure_reference(study: Any, records: list[TrialRecord], objectives: dict[str, str]) -> dict[str, float] | None:
-    """The study's fixed hypervolume reference point, chosen once from the first complete trials."""
+    """The study's fixed hypervolume reference point.
+
+    Set from the space before the first trial (``prepare_search``); an objective the space cannot bound
+    (``epoch_seconds``, ``train_loss``) is fixed once from the first complete trials (1.1 x the worst).
+    """
     import numpy as np
 
     from nas.search.pareto import default_reference
 
-    stored = study.user_attrs.get("reference")
-    if stored:
-        return {k: float(v) for k, v in stored.items()}
+    stored = {k: float(v) for k, v in (study.user_attrs.get("reference") or {}).items()}
+    if all(name in stored for name in objectives):
+        return stored
     complete = [r for r in records if r.state == COMPLETE and r.values]
     if not complete:
         return None
     points = np.array([[r.values[m] for m in objectives] for r in complete], dtype=float)
-    reference = {k: float(v) for k, v in default_reference(objectives, points).items()}
+    reference = {k: float(v) for k, v in default_reference(objectives, points, given=stored).items()}
     study.set_user_attr("reference", reference)
     return reference
-
-
-def _record_hypervolume_history(study: Any, records: list[TrialRecord], objectives: dict[str, str],
-                                reference: dict[str, float]) -> list[float]:
-    """Hypervolume after each completed trial, in completion order, stored with the study."""
-    import numpy as np
-
-    from nas.search.pareto import hypervolume_history
-
-    complete = completion_order([r for r in records if r.state == COMPLETE and r.values and r.feasible])
-    if not complete:
-        return []
-    points = np.array([[r.values[m] for m in objectives] for r in complete], dtype=float)
-    history = [float(v) for v in hypervolume_history(points, list(objectives.values()),
-                                                     [reference[m] for m in objectives])]
-    study.set_user_attr("hypervolume_history", [[r.number, v] for r, v in zip(complete, history, strict=True)])
-    return history
 
 
 def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
@@ -605,7 +628,6 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
     study.sampler = make_sampler(options.sampler, seed=options.seed, constrained=bool(space.constraints))
     scheduler = make_scheduler(options.scheduler, objectives=dict(space.objectives), max_t=prepared.epochs,
                                grace_period=options.grace_period, reduction_factor=options.reduction_factor)
-    stopped = _record_stop_decisions(scheduler)
     searcher = OptunaMultiObjectiveSearcher(
         study=study,
         sample=space.sample,
@@ -613,7 +635,7 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
         max_epochs=prepared.epochs,
         constraints=space.constraint_values if space.constraints else None,
         max_trials=prepared.trials,
-        stopped_by_scheduler=stopped.__contains__,
+        stopped_by_scheduler=scheduler.stopped_trials.__contains__,
     )
     if not options.verbose:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter at verbose=0 prints nothing
@@ -672,24 +694,10 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
         if prepared.started_ray:
             ray.shutdown()
     records = records_from_study(study)
-    return _result(prepared, records, time.monotonic() - started, interrupted, bookkeeper.nodes)
-
-
-def _record_stop_decisions(scheduler: Any) -> set[str]:
-    """Remember which trials the scheduler itself stopped, so only those count as PRUNED."""
-    from ray.tune.schedulers import TrialScheduler
-
-    stopped: set[str] = set()
-    decide = scheduler.on_trial_result
-
-    def on_trial_result(tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        decision = decide(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP:
-            stopped.add(trial.trial_id)
-        return decision
-
-    scheduler.on_trial_result = on_trial_result
-    return stopped
+    result = _result(prepared, records, time.monotonic() - started, interrupted, bookkeeper.nodes)
+    result.space_exhausted = searcher.space_exhausted
+    result.proposals = dict(searcher.proposals)
+    return result
 
 
 def _result(prepared: PreparedSearch, records: list[TrialRecord], seconds: float, interrupted: bool,
@@ -698,10 +706,11 @@ def _result(prepared: PreparedSearch, records: list[TrialRecord], seconds: float
 
     front = front_of(records, prepared.objectives)
     history = prepared.study.user_attrs.get("hypervolume_history") or []
+    reference = {k: float(v) for k, v in (prepared.study.user_attrs.get("reference") or {}).items()}
     return SearchResult(
         name=prepared.name, records=records, objectives=prepared.objectives, front=front,
         hypervolume=float(history[-1][1]) if history else None, seconds=seconds, interrupted=interrupted,
-        trial_nodes=nodes,
+        trial_nodes=nodes, reference=reference,
     )
 
 

@@ -2,8 +2,15 @@
 
 Ray's schedulers rank trials by one metric. MOASHA (Schmucker et al., 2021) keeps ASHA's
 asynchronous rungs and only changes the ranking: at a rung, trials are ordered by non-dominated
-rank and then by crowding distance (NSGA-II), and a trial goes on when it is in the top
-``ceil(n / eta)`` of the ``n`` trials that have reached that rung so far, itself included.
+rank and then, within a front, either by crowding distance (NSGA-II, ``priority="nsga2"``) or by an
+epsilon-net (``priority="epsnet"``), and a trial goes on when it is in the top ``ceil(n / eta)`` of
+the ``n`` trials that have reached that rung so far, itself included.
+
+The order is a function of the points alone: ties left by rank and crowding are broken by the sum of
+the objectives scaled to [0, 1] over the rung, then by the objectives in order, and only exact
+repeats fall back to arrival order (earlier first). A newcomer is therefore never favoured for
+arriving last, and over rungs of exchangeable points exactly ``ceil(n / eta) / n`` of arrivals
+continue.
 
 Rungs sit at ``grace_period * eta**k`` epochs for every ``k`` with a milestone below ``max_t``.
 Like Ray's ASHA, decisions are asynchronous: nobody waits for a rung to fill, so the first trials
@@ -20,12 +27,38 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from nas.search.pareto import crowding_distance, non_dominated_ranks
+from nas.search.choices import DEFAULT_PRIORITY, PRIORITIES, SCHEDULERS
+from nas.search.pareto import crowding_distance, epsilon_net_order, non_dominated_ranks
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+
+
+def rung_order(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str],
+               priority: str = DEFAULT_PRIORITY) -> np.ndarray:
+    """Row indices of a rung's objective vectors, best first (see the module docstring)."""
+    pts = np.asarray(points, dtype=float)
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority {priority!r} is not one of {', '.join(PRIORITIES)}")
+    if pts.shape[0] == 0:
+        return np.zeros(0, dtype=int)
+    if priority == "epsnet":
+        return epsilon_net_order(pts, directions)
+    ranks = non_dominated_ranks(pts, directions)
+    crowd = np.zeros(pts.shape[0], dtype=float)
+    for r in np.unique(ranks):
+        members = np.flatnonzero(ranks == r)
+        crowd[members] = crowding_distance(pts[members], directions)
+    signs = np.where(np.asarray(directions) == "max", -1.0, 1.0)
+    low = pts * signs
+    span = np.ptp(low, axis=0)
+    scaled_sum = np.where(span > 0, (low - low.min(axis=0)) / np.where(span > 0, span, 1.0), 0.0).sum(axis=1)
+    # lexsort: the last key is the primary one. After rank, crowding and the scaled sum (the two ends
+    # of a 2-D front tie on all three), the first objective decides, then the next ones.
+    by_value = [low[:, j] for j in range(low.shape[1] - 1, -1, -1)]
+    return np.lexsort((np.arange(pts.shape[0]), *by_value, scaled_sum, -crowd, ranks))
 
 
 def promotion_decision(
@@ -33,13 +66,12 @@ def promotion_decision(
     new_point: Sequence[float],
     directions: Sequence[str],
     eta: float,
+    priority: str = DEFAULT_PRIORITY,
 ) -> bool:
     """True when ``new_point`` is in the top ``ceil(n / eta)`` of a rung (``n`` counts it too).
 
-    ``rung_points`` are the objective vectors already recorded at the rung. Order: non-dominated
-    rank (lower first), then crowding distance within the same front (larger first). A tie with
-    the new point is resolved in its favour: it continues when fewer than ``ceil(n / eta)`` recorded
-    points are strictly ahead of it, so a point as good as the best ones is never stopped.
+    ``rung_points`` are the objective vectors already recorded at the rung, in arrival order; the
+    order is :func:`rung_order`, in which the newcomer, being last, loses every exact tie.
     """
     if eta <= 1:
         raise ValueError(f"eta must be > 1, got {eta}")
@@ -47,15 +79,8 @@ def promotion_decision(
     old = np.asarray(rung_points, dtype=float).reshape(-1, new.shape[1])
     pts = np.vstack([old, new])
     n = pts.shape[0]
-    keep = math.ceil(n / eta)
-    ranks = non_dominated_ranks(pts, directions)
-    crowd = np.zeros(n, dtype=float)
-    for r in np.unique(ranks):
-        members = np.flatnonzero(ranks == r)
-        crowd[members] = crowding_distance(pts[members], directions)
-    me = n - 1
-    ahead = np.sum((ranks[:me] < ranks[me]) | ((ranks[:me] == ranks[me]) & (crowd[:me] > crowd[me])))
-    return bool(ahead < keep)
+    position = int(np.flatnonzero(rung_order(pts, directions, priority) == n - 1)[0])
+    return position < math.ceil(n / eta)
 
 
 def rung_milestones(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
@@ -71,8 +96,43 @@ def rung_milestones(max_t: int, grace_period: int, reduction_factor: float) -> l
         k += 1
 
 
-class MOASHAScheduler(FIFOScheduler):
-    """Asynchronous successive halving that ranks trials by Pareto dominance, then crowding.
+class StopRecorder:
+    """What the searcher needs from any scheduler: the trials it decided to stop.
+
+    A trial that ends before full fidelity is PRUNED only when its scheduler stopped it; anything else
+    that cut it short (Ctrl-C, the time budget) leaves it to be re-run on resume.
+    """
+
+    stopped_trials: set[str]
+
+    def _recorded(self, trial: Trial, decision: str) -> str:
+        if decision == TrialScheduler.STOP:
+            self.stopped_trials.add(trial.trial_id)
+        return decision
+
+
+class FIFOWithStops(StopRecorder, FIFOScheduler):
+    """Ray's FIFO scheduler (every trial runs to the end); it never stops a trial."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped_trials = set()
+
+
+class ASHAWithStops(StopRecorder, AsyncHyperBandScheduler):
+    """Ray's single-metric ASHA, remembering the trials it stopped."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stopped_trials = set()
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        """Ray's ASHA decision, recorded."""
+        return self._recorded(trial, super().on_trial_result(tune_controller, trial, result))
+
+
+class MOASHAScheduler(StopRecorder, FIFOScheduler):
+    """Asynchronous successive halving that ranks trials by Pareto dominance, then crowding or an epsilon-net.
 
     Args:
         metrics: the objectives every result reports, e.g. ``["val_acc", "energy_uj"]``.
@@ -81,6 +141,7 @@ class MOASHAScheduler(FIFOScheduler):
         max_t: the full fidelity; a trial reaching it is stopped (it is done).
         grace_period: the first rung; no trial is stopped before it.
         reduction_factor: eta; about one trial in eta goes on at each rung.
+        priority: how trials of one front are ordered: ``"nsga2"`` (crowding distance) or ``"epsnet"``.
 
     A result whose objectives are NaN or infinite, or that carries ``diverged=True``, stops the trial
     at once: such a vector cannot be ranked, and the searcher records the trial as FAIL.
@@ -95,6 +156,7 @@ class MOASHAScheduler(FIFOScheduler):
         max_t: int,
         grace_period: int = 1,
         reduction_factor: float = 3,
+        priority: str = DEFAULT_PRIORITY,
     ) -> None:
         super().__init__()
         metrics = list(metrics)
@@ -112,6 +174,10 @@ class MOASHAScheduler(FIFOScheduler):
             raise ValueError(f"grace_period must be between 1 and max_t={max_t}, got {grace_period!r}")
         if reduction_factor <= 1:
             raise ValueError(f"reduction_factor must be > 1, got {reduction_factor!r}")
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority {priority!r} is not one of {', '.join(PRIORITIES)}")
+        self._priority = priority
+        self.stopped_trials = set()
         self._metrics = metrics
         self._modes = modes
         # Ray's controller checks that results contain ``scheduler.metric`` (a single string).
@@ -158,7 +224,8 @@ class MOASHAScheduler(FIFOScheduler):
                 # The decision at this rung (and so at every lower one) was already made.
                 return TrialScheduler.CONTINUE
             action = TrialScheduler.CONTINUE
-            if decide and not promotion_decision(list(table.values()), vector, self._modes, self._eta):
+            if decide and not promotion_decision(list(table.values()), vector, self._modes, self._eta,
+                                                 self._priority):
                 action = TrialScheduler.STOP
             table[trial_id] = vector
             return action
@@ -181,7 +248,7 @@ class MOASHAScheduler(FIFOScheduler):
             action = self._record(trial.trial_id, t, vector, decide=True)
         if action == TrialScheduler.STOP:
             self._num_stopped += 1
-        return action
+        return self._recorded(trial, action)
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
         """Record a trial that ended on its own at a rung, so later trials are compared with it."""
@@ -206,7 +273,8 @@ class MOASHAScheduler(FIFOScheduler):
     def debug_string(self) -> str:
         """One line for Ray's status table: stopped count and how full each rung is."""
         rungs = ", ".join(f"{self._time_attr} {m}: {len(self._rungs[m])}" for m in self._milestones)
-        return f"Using MOASHA (eta={self._eta}, max_t={self._max_t}): num_stopped={self._num_stopped}; rungs {rungs}"
+        return (f"Using MOASHA-{self._priority} (eta={self._eta}, max_t={self._max_t}): "
+                f"num_stopped={self._num_stopped}; rungs {rungs}")
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -217,6 +285,7 @@ class MOASHAScheduler(FIFOScheduler):
             "max_t": self._max_t,
             "grace_period": self._grace_period,
             "reduction_factor": self._eta,
+            "priority": self._priority,
             "milestones": self._milestones,
             "rungs": {str(m): table for m, table in self._rungs.items()},
             "num_stopped": self._num_stopped,
@@ -234,7 +303,7 @@ class MOASHAScheduler(FIFOScheduler):
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"MOASHA state version {state.get('version')!r} is not {_STATE_VERSION}")
         mine = self._state()
-        for key in ("metrics", "modes", "time_attr", "max_t", "milestones"):
+        for key in ("metrics", "modes", "time_attr", "max_t", "milestones", "priority"):
             if state[key] != mine[key]:
                 raise ValueError(f"MOASHA state has {key}={state[key]!r}, this scheduler has {mine[key]!r}")
         self._rungs = {m: {} for m in self._milestones}
@@ -250,9 +319,13 @@ def make_scheduler(
     max_t: int,
     grace_period: int = 1,
     reduction_factor: float = 3,
-) -> TrialScheduler:
-    """The scheduler for a search: ``"moasha"``, ``"asha"`` (single-metric on ``val_acc``) or ``"none"``."""
-    if kind == "moasha":
+) -> StopRecorder:
+    """The scheduler for a search, one of :data:`SCHEDULERS`.
+
+    ``"moasha"`` is MOASHA with the default priority, ``"moasha-nsga2"`` / ``"moasha-epsnet"`` name the
+    priority; ``"asha"`` is Ray's single-metric ASHA on ``val_acc``; ``"none"`` runs every trial to the end.
+    """
+    if kind in ("moasha", "moasha-nsga2", "moasha-epsnet"):
         return MOASHAScheduler(
             metrics=list(objectives),
             modes=list(objectives.values()),
@@ -260,11 +333,12 @@ def make_scheduler(
             max_t=max_t,
             grace_period=grace_period,
             reduction_factor=reduction_factor,
+            priority=DEFAULT_PRIORITY if kind == "moasha" else kind.removeprefix("moasha-"),
         )
     if kind == "asha":
         if objectives.get("val_acc") != "max":
             raise ValueError("scheduler 'asha' ranks by val_acc (max), which the objectives do not contain")
-        return AsyncHyperBandScheduler(
+        return ASHAWithStops(
             time_attr="epoch",
             metric="val_acc",
             mode="max",
@@ -273,5 +347,5 @@ def make_scheduler(
             reduction_factor=reduction_factor,
         )
     if kind == "none":
-        return FIFOScheduler()
-    raise ValueError(f"scheduler kind {kind!r} is not one of 'moasha', 'asha', 'none'")
+        return FIFOWithStops()
+    raise ValueError(f"scheduler kind {kind!r} is not one of {', '.join(SCHEDULERS)}")

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from nas.search.records import TrialRecord
 
 _DIRECTIONS = ("max", "min")
+# The best value each reported metric can take: the corner of the box, opposite the reference point,
+# that normalises a hypervolume to 0..1.
+IDEAL = {"val_acc": 1.0, "energy_uj": 0.0, "sops": 0.0, "macs": 0.0, "params": 0.0, "time_steps": 0.0,
+         "firing_rate": 0.0, "epoch_seconds": 0.0, "train_loss": 0.0, "latency": 0.0, "model_size": 0.0}
 
 
 def _check_directions(directions: Sequence[str], m: int) -> np.ndarray:
@@ -98,26 +102,66 @@ def non_dominated_ranks(points: np.ndarray, directions: Sequence[str]) -> np.nda
 def crowding_distance(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     """NSGA-II crowding distance of every point within the given set (pass one front at a time).
 
-    Per objective, the points are sorted; the two extremes get ``inf`` and an inner point adds the
-    gap between its neighbours divided by the objective's range. An objective whose values are all
-    equal adds nothing. Sets of one or two points are all ``inf``.
+    Per objective, the points are sorted (stably); the two extremes get ``inf`` and an inner point
+    adds the gap between its neighbours divided by the objective's range; the sum is divided by the
+    number of objectives. An objective whose values are all equal adds nothing, not even to the
+    extremes, so being at the end of a constant objective earns no priority. Repeated points sit next
+    to each other in every sort and share the gap around them. Sets of one or two points are all
+    ``inf``. These are the rules of pymoo's NSGA-II crowding ("cd"), and Optuna's up to the division
+    by the number of objectives; the tests check both.
     """
     pts = _to_min(points, directions)
     n, m = pts.shape
-    dist = np.zeros(n, dtype=float)
     if n <= 2:
-        dist[:] = np.inf
-        return dist
+        return np.full(n, np.inf)
+    dist = np.zeros(n, dtype=float)
     for j in range(m):
         order = np.argsort(pts[:, j], kind="stable")
         col = pts[order, j]
-        dist[order[0]] = np.inf
-        dist[order[-1]] = np.inf
         span = col[-1] - col[0]
         if span <= 0:
             continue
-        dist[order[1:-1]] += (col[2:] - col[:-2]) / span
-    return dist
+        gaps = np.empty(n, dtype=float)
+        gaps[0] = gaps[-1] = np.inf
+        gaps[1:-1] = (col[2:] - col[:-2]) / span
+        dist[order] += gaps
+    return dist / m
+
+
+def epsilon_net_order(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Row indices from best to worst by non-dominated rank, then an epsilon-net within each front.
+
+    The epsilon-net is MOASHA's alternative to crowding (Schmucker et al., 2021): within a front, start
+    from the point best in the first objective, then repeatedly take the point farthest (Euclidean,
+    smallest distance to any point taken so far) from those already taken, so the order covers the
+    front evenly before it fills in. Distances use objectives scaled to [0, 1] over ``points`` (raw
+    units would let the objective with the largest numbers decide alone). Ties go to the earlier row.
+    """
+    pts = _to_min(points, directions)
+    n = pts.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    lo, span = pts.min(axis=0), np.ptp(pts, axis=0)
+    scaled = np.where(span > 0, (pts - lo) / np.where(span > 0, span, 1.0), 0.0)
+    ranks = non_dominated_ranks(points, directions)
+    order: list[int] = []
+    for rank in range(int(ranks.max()) + 1):
+        members = list(np.flatnonzero(ranks == rank))
+        # lexsort's last key is the primary one: objective 0, then the others, then the row index
+        keys = [np.asarray(members)] + [pts[members, j] for j in range(pts.shape[1] - 1, -1, -1)]
+        start = members[int(np.lexsort(keys)[0])]
+        taken = [start]
+        members.remove(start)
+        nearest = np.linalg.norm(scaled[members] - scaled[start], axis=1) if members else np.zeros(0)
+        while members:
+            pick = int(np.argmax(nearest))  # argmax returns the first of equal values: the earlier row
+            chosen = members.pop(pick)
+            taken.append(chosen)
+            nearest = np.delete(nearest, pick)
+            if members:
+                nearest = np.minimum(nearest, np.linalg.norm(scaled[members] - scaled[chosen], axis=1))
+        order.extend(taken)
+    return np.asarray(order, dtype=int)
 
 
 def _hv2d(pts: np.ndarray, ref: np.ndarray) -> float:
@@ -177,6 +221,47 @@ def hypervolume(points: np.ndarray, directions: Sequence[str], reference: Sequen
     return _hv_recursive(pts, ref)
 
 
+class HypervolumeTracker:
+    """Hypervolume of a growing set of points, updated by each new point's exclusive contribution.
+
+    Adding ``q`` costs one hypervolume of at most |front| points (the front clipped to ``q``'s box):
+    ``HV(front + q) = HV(front) + prod(r - q) - HV({max(q, p) : p in front})``, instead of recomputing
+    the whole front. Points outside the reference box, or weakly dominated by the front, add nothing.
+    """
+
+    def __init__(self, directions: Sequence[str], reference: Sequence[float]) -> None:
+        self._signs = _check_directions(directions, len(directions))
+        ref = np.asarray(reference, dtype=float)
+        if ref.shape != (len(directions),):
+            raise ValueError(f"reference has {ref.size} values but there are {len(directions)} objectives")
+        if not np.all(np.isfinite(ref)):
+            raise ValueError("reference contains NaN or infinite values")
+        self._ref = ref * self._signs
+        self._front = np.empty((0, len(directions)))
+        self.volume = 0.0
+
+    @property
+    def front_size(self) -> int:
+        """Number of points on the current front (inside the reference box)."""
+        return int(self._front.shape[0])
+
+    def add(self, point: Sequence[float]) -> float:
+        """Add one point (in the objectives' own directions); returns the new hypervolume."""
+        q = np.asarray(point, dtype=float) * self._signs
+        if q.shape != self._ref.shape or not np.all(np.isfinite(q)):
+            raise ValueError(f"point {list(point)} does not have {self._ref.size} finite values")
+        if not np.all(q < self._ref):
+            return self.volume
+        front = self._front
+        if front.shape[0] and np.any(np.all(front <= q, axis=1)):
+            return self.volume
+        clipped = np.maximum(front, q)
+        shared = _hv_recursive(clipped[_nondominated_min(clipped)], self._ref) if front.shape[0] else 0.0
+        self.volume += float(np.prod(self._ref - q)) - shared
+        self._front = np.vstack([front[~np.all(q <= front, axis=1)], q])
+        return self.volume
+
+
 def hypervolume_history(
     points_in_completion_order: np.ndarray, directions: Sequence[str], reference: Sequence[float]
 ) -> list[float]:
@@ -185,18 +270,62 @@ def hypervolume_history(
     if pts.shape[0] == 0:
         return []
     _check_directions(directions, pts.shape[1])
-    out: list[float] = []
-    front = np.empty((0, pts.shape[1]))
-    current = 0.0
-    for p in pts:
-        candidate = np.vstack([front, p])
-        mask = pareto_mask(candidate, directions)
-        # Recompute only when the new point joins the front: a dominated point changes nothing.
-        if mask[-1]:
-            front = candidate[mask]
-            current = hypervolume(front, directions, reference)
-        out.append(current)
-    return out
+    tracker = HypervolumeTracker(directions, reference)
+    return [tracker.add(p) for p in pts]
+
+
+def normalised_hypervolume(volume: float, objectives: Mapping[str, str],
+                           reference: Mapping[str, float]) -> float | None:
+    """``volume`` as a fraction of the box between the ideal point (:data:`IDEAL`) and the reference.
+
+    1 would be a model at the ideal (accuracy 1 at zero energy); 0 a front that adds nothing inside the
+    box. ``None`` when an objective has no known ideal value or the box is empty.
+    """
+    box = 1.0
+    for metric in objectives:
+        if metric not in IDEAL or metric not in reference:
+            return None
+        box *= abs(float(reference[metric]) - IDEAL[metric])
+    return float(volume) / box if box > 0 and math.isfinite(box) else None
+
+
+class HypervolumeHistory:
+    """The hypervolume after each complete, feasible trial of a search, in completion order.
+
+    Kept up to date incrementally: :meth:`update` adds only the trials completed since the last call
+    (a :class:`HypervolumeTracker` step each), and starts over only when the reference changes or a
+    trial turns up before ones already counted (a resumed study).
+    """
+
+    def __init__(self, objectives: Mapping[str, str]) -> None:
+        self.objectives = dict(objectives)
+        self._reference: list[float] | None = None
+        self._tracker: HypervolumeTracker | None = None
+        self.numbers: list[int] = []
+        self.values: list[float] = []
+
+    def update(self, records: Sequence[TrialRecord], reference: Mapping[str, float]) -> list[float]:
+        """Bring the history up to date with ``records`` (every trial of the study); returns the values."""
+        from nas.search.records import completion_order
+
+        names = list(self.objectives)
+        ref = [float(reference[n]) for n in names]
+        kept, _ = _complete_feasible(records, self.objectives)
+        ordered = completion_order(kept)
+        known = len(self.numbers)
+        if ref != self._reference or [r.number for r in ordered[:known]] != self.numbers:
+            self._reference = ref
+            self._tracker = HypervolumeTracker(list(self.objectives.values()), ref)
+            self.numbers, self.values = [], []
+        for record in ordered[len(self.numbers):]:
+            self.values.append(self._tracker.add([float(record.values[n]) for n in names]))
+            self.numbers.append(record.number)
+        return list(self.values)
+
+    @property
+    def latest(self) -> float | None:
+        """The hypervolume now (``None`` before the first complete trial)."""
+        return self.values[-1] if self.values else None
 
 
 def knee_index(points: np.ndarray, directions: Sequence[str]) -> int:

@@ -65,9 +65,13 @@ class LiveView:
                   f"done {self.done}/{self.total}", file=self.stream, flush=True)
         self._refresh()
 
-    def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], force: bool = False) -> None:
-        """Recompute the headline numbers from the study."""
-        from nas.search.pareto import front_of
+    def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], history: list[float],
+                     force: bool = False) -> None:
+        """Recompute the headline numbers from the study; the hypervolume shown is normalised (0..1)."""
+        from nas.search.pareto import front_of, normalised_hypervolume
+
+        if history:
+            self.hypervolume = normalised_hypervolume(history[-1], self.objectives, reference)
 
         complete = [r for r in records if r.state == COMPLETE and r.values]
         accs = [r.values["val_acc"] for r in complete if "val_acc" in r.values]
@@ -82,15 +86,10 @@ class LiveView:
                 self._outcomes[r.number] = "complete"
             elif r.state == PRUNED:
                 self._outcomes[r.number] = "pruned"
-            elif r.state == FAIL and r.fail_reason not in ("interrupted", "duplicate"):
+            elif r.state == FAIL and r.fail_reason != "interrupted":
                 self._outcomes[r.number] = "failed"
-            elif r.state == FAIL:  # rejected duplicates never ran, interrupted trials run again
+            elif r.state == FAIL:  # interrupted trials run again
                 self._outcomes.pop(r.number, None)
-        self._refresh()
-
-    def set_hypervolume(self, value: float | None) -> None:
-        """Show the latest hypervolume."""
-        self.hypervolume = value
         self._refresh()
 
     def close(self) -> None:
@@ -132,7 +131,8 @@ class LiveView:
                       f"{self.counts['pruned']} pruned, {self.counts['failed']} failed, of {self.total}")
         table.add_row("best val_acc", _fmt(self.best_acc, ".4f"))
         table.add_row("lowest energy_uj", _fmt(self.min_energy, ".4g"))
-        table.add_row("front", f"{self.front_size} architectures, hypervolume {_fmt(self.hypervolume, '.4g')}")
+        table.add_row("front", f"{self.front_size} architectures, hypervolume {_fmt(self.hypervolume, '.4f')} "
+                      "of the reference box")
         table.add_row("time", f"{self._elapsed()} elapsed, {self._eta()} left")
         return table
 

@@ -12,6 +12,9 @@ tracking and export read. Layout inside Optuna (one study per search name):
 - ``trial.user_attrs["last_values"]``: {objective: value} of a PRUNED trial's last epoch.
 - ``trial.user_attrs["fail_reason"]``: one line, for FAIL trials (``"interrupted"`` for trials that
   were in flight when the controller stopped).
+- ``trial.user_attrs["duplicate_of"]``: a proposal that repeated an architecture already tried; it was
+  told that trial's outcome so the sampler learns from it, and never trained. Its record's state is
+  ``DUPLICATE`` whatever Optuna's state is: it is no trial of the search (not counted, not on the front).
 - what was built and where: ``family``, ``time_steps`` and ``params`` (the parameter count) of the
   history's rows, and the ``node_id`` of its last row; a record shows them as ``user_attrs["family"]``,
   ``["time_steps"]``, ``["model_params"]`` and ``["node_id"]``.
@@ -31,6 +34,7 @@ PRUNED = "PRUNED"
 FAIL = "FAIL"
 RUNNING = "RUNNING"
 WAITING = "WAITING"
+DUPLICATE = "DUPLICATE"
 
 
 @dataclass
@@ -72,7 +76,10 @@ def records_from_study(study: Any) -> list[TrialRecord]:
     out: list[TrialRecord] = []
     for t in study.get_trials(deepcopy=False):
         values = None
-        if t.values is not None and t.state.name == COMPLETE:
+        state = t.state.name
+        if "duplicate_of" in t.user_attrs or (state == FAIL and t.user_attrs.get("fail_reason") == "duplicate"):
+            state = DUPLICATE
+        if t.values is not None and state == COMPLETE:
             values = dict(zip(names, t.values, strict=True)) if names else dict(enumerate(t.values))
         # Optuna 5 keeps trial.set_constraint(key, value) as system attr "constraints:<key>".
         constraint_items = sorted(
@@ -83,7 +90,7 @@ def records_from_study(study: Any) -> list[TrialRecord]:
         out.append(
             TrialRecord(
                 number=t.number,
-                state=t.state.name,
+                state=state,
                 params=dict(t.params),
                 values=values,
                 history=history,

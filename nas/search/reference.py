@@ -12,13 +12,16 @@ and that does not move while the search runs. nas bounds each objective from the
   every parameter), so a space whose cost grows with each knob gets its exact maximum;
 - ``params``, ``time_steps``: the largest value found the same way; ``firing_rate``: 1.
 
+Each bound of a minimised objective is then widened by ``MARGIN`` (10%, the margin Optuna's own
+samplers put beyond the worst value): an architecture exactly at the bound (SNN-MLP's energy has no
+spikes to saturate, so its costliest architecture sits there) would otherwise add no volume at all.
+
 Objectives with no bound from the space (``epoch_seconds``, ``train_loss``) are left out; the
 controller then fixes them from the first complete trials (1.1 x the worst), as before.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,13 +29,10 @@ from typing import Any
 _SATURATED = {"energy_uj": "energy_uj", "sops": "sops", "macs": "macs", "params": "params",
               "time_steps": "time_steps"}
 _CONSTANT_BOUNDS = {"firing_rate": 1.0}
-# The best value each metric can take: the other corner of the box that normalises hypervolume.
-IDEAL = {"val_acc": 1.0, "energy_uj": 0.0, "sops": 0.0, "macs": 0.0, "params": 0.0, "time_steps": 0.0,
-         "firing_rate": 0.0, "epoch_seconds": 0.0, "train_loss": 0.0}
-
-BASIS = ("val_acc and other maximised scores: 0; energy_uj/sops/macs: the largest value over the space with every "
-         "spiking neuron firing at every step (random architectures, then coordinate ascent over each knob); "
-         "params/time_steps: the largest found the same way; firing_rate: 1")
+MARGIN = 1.1
+BASIS = ("val_acc and other maximised scores: 0; energy_uj/sops/macs: 1.1 x the largest value over the space with "
+         "every spiking neuron firing at every step (random architectures, then coordinate ascent over each knob); "
+         "params/time_steps: 1.1 x the largest found the same way; firing_rate: 1.1")
 
 
 def space_reference(space: Any, *, data_info: Any = None, data_src: str | None = None, samples: int = 48,
@@ -45,7 +45,7 @@ def space_reference(space: Any, *, data_info: Any = None, data_src: str | None =
         if direction == "max":
             reference[metric] = 0.0
         elif metric in _CONSTANT_BOUNDS:
-            reference[metric] = _CONSTANT_BOUNDS[metric]
+            reference[metric] = MARGIN * _CONSTANT_BOUNDS[metric]
     if not wanted:
         return reference
     if data_info is None:
@@ -63,22 +63,8 @@ def space_reference(space: Any, *, data_info: Any = None, data_src: str | None =
         start = max(measure.seen, key=lambda key: measure.seen[key][_SATURATED[m]])
         worst[m] = max(worst[m], _ascend(space, measure, dict(start), _SATURATED[m], seed))
     for m in wanted:
-        reference[m] = float(worst[m]) if worst[m] > 0 else 1.0
+        reference[m] = MARGIN * float(worst[m]) if worst[m] > 0 else 1.0
     return reference
-
-
-def normalised_hypervolume(volume: float, objectives: Mapping[str, str],
-                           reference: Mapping[str, float]) -> float | None:
-    """``volume`` as a fraction of the box between the ideal point and the reference (0..1).
-
-    ``None`` when an objective has no known ideal value or the box is empty.
-    """
-    box = 1.0
-    for metric in objectives:
-        if metric not in IDEAL or metric not in reference:
-            return None
-        box *= abs(float(reference[metric]) - IDEAL[metric])
-    return volume / box if box > 0 and math.isfinite(box) else None
 
 
 class _Saturation:

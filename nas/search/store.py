@@ -163,6 +163,20 @@ class SearchHandle:
         """The MLflow tracking URI the search logged to."""
         return self.options.get("tracking_uri") or default_tracking_uri(self.root)
 
+    @property
+    def hypervolume(self) -> float | None:
+        """The search's latest hypervolume, raw (``None`` before the first complete trial)."""
+        history = self.study.user_attrs.get("hypervolume_history") or []
+        return float(history[-1][1]) if history else None
+
+    @property
+    def normalised_hypervolume(self) -> float | None:
+        """The latest hypervolume as a fraction of the reference box (0..1)."""
+        from nas.search.pareto import normalised_hypervolume
+
+        raw = self.hypervolume
+        return None if raw is None else normalised_hypervolume(raw, self.objectives, self.reference)
+
     def trial_dir(self, number: int) -> Path:
         """Folder holding a finished trial's weights and metrics."""
         return self.search_dir / "trials" / str(number)

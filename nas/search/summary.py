@@ -61,8 +61,9 @@ def render_front(rows: list[dict[str, Any]], title: str = "Pareto front") -> str
     return buffer.getvalue()
 
 
-def status_row(name: str, records: list[TrialRecord], options: dict[str, Any]) -> dict[str, Any]:
-    """One line of ``nas status``: counts by state and the best values."""
+def status_row(name: str, records: list[TrialRecord], options: dict[str, Any],
+               hypervolume: float | None = None) -> dict[str, Any]:
+    """One line of ``nas status``: counts by state, the best values and the normalised hypervolume."""
     complete = [r for r in records if r.state == COMPLETE and r.values]
     accs = [r.values.get("val_acc") for r in complete if r.values.get("val_acc") is not None]
     energies = [r.values.get("energy_uj") for r in complete if r.values.get("energy_uj") is not None]
@@ -71,10 +72,11 @@ def status_row(name: str, records: list[TrialRecord], options: dict[str, Any]) -
         "space": options.get("space", "-"),
         "trials": f"{len(complete)}/{options.get('trials', '?')}",
         "pruned": sum(r.state == "PRUNED" for r in records),
-        "failed": sum(r.state == "FAIL" and r.fail_reason not in ("interrupted", "duplicate") for r in records),
+        "failed": sum(r.state == "FAIL" and r.fail_reason != "interrupted" for r in records),
         "running": sum(r.state == "RUNNING" for r in records),
         "best_val_acc": max(accs) if accs else None,
         "min_energy_uj": min(energies) if energies else None,
+        "hypervolume": hypervolume,
         "storage": options.get("storage", "-"),
     }
 

@@ -1,0 +1,11 @@
+"""The names a user picks a search's sampler and scheduler by, spelled once (no heavy imports)."""
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+DEFAULT_SAMPLER = "tpe"
+
+# MOASHA's orders within a front: NSGA-II crowding distance, or an epsilon-net.
+PRIORITIES = ("nsga2", "epsnet")
+DEFAULT_PRIORITY = "nsga2"
+# "moasha" is MOASHA with DEFAULT_PRIORITY; "asha" is Ray's single-metric ASHA on val_acc.
+SCHEDULERS = ("moasha", "moasha-nsga2", "moasha-epsnet", "asha", "none")
+DEFAULT_SCHEDULER = "moasha"
