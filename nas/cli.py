@@ -302,6 +302,15 @@ def _bench_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_info(args: argparse.Namespace) -> int:
+    from nas.bench import load_table
+    from nas.bench.stats import render_statistics, table_statistics
+
+    for name in args.table:
+        print(render_statistics(table_statistics(load_table(name))))
+    return 0
+
+
 def _bench_run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -458,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.set_defaults(handler=_bench_build)
+    p = bench.add_parser("info", help="what a table holds: counts, cost, rank correlations, the true front")
+    p.add_argument("table", nargs="+", help="shipped table name, nasbench201[-DATASET[-COST]], or a table file")
+    p.set_defaults(handler=_bench_info)
     p = bench.add_parser("run", help="replay searches on tables in simulated time and compare settings over seeds")
     p.add_argument("--table", nargs="+", required=True,
                    help="shipped table name (nas/bench/tables), nasbench201[-DATASET[-COST]], or a table file")

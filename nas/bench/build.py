@@ -154,6 +154,7 @@ def build_table(
     header = {"space": space.name, "space_hash": space.source_hash, "seed": seed}
     done = _read_progress(progress_path(out), header)
     todo = [i for i in range(count) if i not in done]
+    commit = _commit()  # the code that trains, as it is when the build starts
     say(f"{space.name}: {count} architectures, {len(done)} already trained, {len(todo)} to train "
         f"on {workers} worker(s) x {threads} thread(s)")
     started = time.monotonic()
@@ -169,7 +170,7 @@ def build_table(
         "threads_per_worker": threads,
         "dataset": space.dataset,
         "recipe": space.recipe.to_dict(),
-        "commit": _commit(),
+        "commit": commit,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "build_seconds_this_run": round(time.monotonic() - started, 1),
         "epoch_seconds_note": "wall time of one epoch (training + validation with the energy meter) on one "

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.bench.simulator import SimulationRun, SimulationSettings, simulate, true_front_hypervolume
+from nas.bench.simulator import SimulationRun, SimulationSettings, cost_column, simulate, true_front_hypervolume
 from nas.bench.table import LearningCurveTable
 from nas.bench.table_space import TableSpace
 
@@ -74,8 +74,7 @@ def settings_grid(samplers: Sequence[str], schedulers: Sequence[str], etas: Sequ
     return sorted(grid, key=lambda s: (s.sampler, s.scheduler) != BASELINE)
 
 
-def default_budget(table: LearningCurveTable, workers: int, share: float | None = None,
-                   cost: str = "epoch_seconds") -> float:
+def default_budget(table: LearningCurveTable, workers: int, share: float | None = None, cost: str = "auto") -> float:
     """Simulated seconds in which ``workers`` could train ``share`` of the table's epochs.
 
     The share defaults to the table's own ``meta["budget_share"]``, else a quarter: enough for a search
@@ -84,6 +83,7 @@ def default_budget(table: LearningCurveTable, workers: int, share: float | None 
     """
     if share is None:
         share = float(table.meta.get("budget_share", 0.25))
+    cost = cost_column(table, cost)
     total = sum(float(row.get(cost) or 0.0) for entry in table.entries for row in entry.rows)
     return share * total / workers
 

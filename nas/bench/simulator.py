@@ -10,8 +10,11 @@ stops or ends is completed in the scheduler, then in the searcher; a trial that 
 as an error, then its reason is recorded.
 
 Time: ``workers`` slots; a trial's epoch ``e`` of table entry ``i`` ends ``rows[e - 1][cost]`` seconds
-after the previous one (``epoch_seconds`` by default: training plus validation with the energy meter,
-as measured when the table was built), plus ``start_seconds`` when a trial starts. A free slot is
+after the previous one, plus ``start_seconds`` when a trial starts. The cost column is
+``epoch_cpu_seconds`` where the table has it (the process CPU time of the epoch: training plus
+validation with the energy meter, on one thread), else ``epoch_seconds`` (wall time). CPU time is the
+default because the tables were built on a shared 2-core machine, where an epoch's wall time was
+2.4x its CPU time in the median and up to 5.6x, depending on what else ran. A free slot is
 filled at once. Nothing that the controller itself spends (sampler ``ask``, bookkeeping) is counted:
 the simulation measures search quality per unit of training time.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nas.bench.table import DIVERGED, FAILED, TableEntry
@@ -39,7 +42,7 @@ class SimulationSettings:
     workers: int = 4
     budget: float = 3600.0
     seed: int = 0
-    cost: str = "epoch_seconds"
+    cost: str = "auto"
     start_seconds: float = 0.0
     max_trials: int | None = None
 
@@ -151,6 +154,7 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
     from nas.search.searcher import OptunaMultiObjectiveSearcher, make_sampler
 
     table = space.table
+    settings = replace(settings, cost=cost_column(table, settings.cost))
     objectives = dict(table.objectives)
     names = list(objectives)
     missing = [n for n in names if n not in table.reference]
@@ -233,6 +237,15 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
     return SimulationRun(settings=settings, table=table.space, trials=trials, curve=curve, true_hypervolume=truth,
                          proposals=dict(searcher.proposals), exhausted=searcher.space_exhausted,
                          ended=min(now if not events else settings.budget, settings.budget))
+
+
+def cost_column(table: Any, cost: str = "auto") -> str:
+    """The column that times an epoch: ``epoch_cpu_seconds`` when every row has it, else ``epoch_seconds``."""
+    if cost != "auto":
+        return cost
+    rows = [row for entry in table.entries for row in entry.rows]
+    return "epoch_cpu_seconds" if rows and all(row.get("epoch_cpu_seconds") is not None for row in rows) \
+        else "epoch_seconds"
 
 
 def _state(study: Any, number: int) -> str:

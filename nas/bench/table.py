@@ -90,7 +90,8 @@ class LearningCurveTable:
             "format": TABLE_FORMAT,
             "space": self.space,
             "space_hash": self.space_hash,
-            "objectives": dict(self.objectives),
+            # pairs, not an object: the order is the study's order of objectives (saved with sorted keys)
+            "objectives": [[name, direction] for name, direction in self.objectives.items()],
             "epochs": self.epochs,
             "reference": dict(self.reference),
             "space_source": self.space_source,
@@ -124,7 +125,8 @@ class LearningCurveTable:
             return cls(
                 space=str(data["space"]),
                 space_hash=str(data.get("space_hash", "")),
-                objectives=dict(data["objectives"]),
+                objectives={str(k): str(v) for k, v in (data["objectives"].items() if isinstance(
+                    data["objectives"], Mapping) else data["objectives"])},
                 epochs=int(data["epochs"]),
                 entries=entries,
                 meta=dict(data.get("meta") or {}),

@@ -217,7 +217,10 @@ def prepare_search(options: SearchOptions,
         study.set_user_attr("max_epochs", epochs)
         study.set_user_attr("trials", trials)
         study.set_user_attr("reference", reference)
-        study.set_user_attr("reference_basis", REFERENCE_BASIS)
+        unbounded = [m for m in space.objectives if m not in reference]
+        study.set_user_attr("reference_basis", REFERENCE_BASIS + (
+            f"; {', '.join(unbounded)}: 1.1 x the worst of the first complete trials (not bounded by the space here)"
+            if unbounded else ""))
     search_dir.mkdir(parents=True, exist_ok=True)
     if not options.resume:
         shutil.copyfile(space.source_file, search_dir / "space.py")

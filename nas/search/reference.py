@@ -16,8 +16,10 @@ Each bound of a minimised objective is then widened by ``MARGIN`` (10%, the marg
 samplers put beyond the worst value): an architecture exactly at the bound (SNN-MLP's energy has no
 spikes to saturate, so its costliest architecture sits there) would otherwise add no volume at all.
 
-Objectives with no bound from the space (``epoch_seconds``, ``train_loss``) are left out; the
-controller then fixes them from the first complete trials (1.1 x the worst), as before.
+Objectives with no bound from the space (``epoch_seconds``, ``train_loss``) are left out, and so are
+all the cost bounds when no architecture of the space can be built on this machine (a build that
+only works on the workers' GPUs, say); the controller then fixes those once from the first complete
+trials (1.1 x the worst).
 """
 
 from __future__ import annotations
@@ -55,9 +57,14 @@ def space_reference(space: Any, *, data_info: Any = None, data_src: str | None =
     measure = _Saturation(space, data_info)
     worst = {m: 0.0 for m in wanted}
     for params in _random_params(space, samples, seed):
-        measured = measure(params)
+        try:
+            measured = measure(params)
+        except Exception:  # noqa: BLE001 - a user's build may raise anything here; that config is skipped
+            continue
         for m in wanted:
             worst[m] = max(worst[m], measured[_SATURATED[m]])
+    if not measure.seen:
+        return reference
     for m in wanted:
         # Coordinate ascent per metric: the costliest architecture in energy need not have the most params.
         start = max(measure.seen, key=lambda key: measure.seen[key][_SATURATED[m]])
@@ -137,8 +144,8 @@ def _ascend(space: Any, measure: _Saturation, params: dict[str, Any], field: str
                     continue
                 try:
                     cost = measure(candidate)[field]
-                except ValueError:
-                    continue  # the space's build refuses this combination
+                except Exception:  # noqa: BLE001 - the space's build refuses this combination
+                    continue
                 if cost > best:
                     best, params, improved = cost, candidate, True
     return best
