@@ -23,6 +23,10 @@ class DataInfo:
     images; 0..16 for scikit-learn's digits, which are stored as they ship). The loaders subtract
     ``mean`` and divide by ``std``, so the tensors they yield have roughly zero mean and unit
     variance per channel whatever the units.
+
+    ``time_steps`` is 0 for static images. For event data it is T, the number of frames each
+    recording was binned into: samples are ``[T, in_chans, img_size, img_size]`` event counts (one
+    channel per polarity), fed to models as they are (``mean`` 0, ``std`` 1).
     """
 
     name: str
@@ -34,9 +38,20 @@ class DataInfo:
     train_count: int
     val_count: int
     classes: tuple[str, ...] = ()
+    time_steps: int = 0
+
+    def model_fields(self) -> dict[str, int]:
+        """``img_size``, ``in_chans`` and ``num_classes``: the dataset fields every model config of the zoo has."""
+        return {"img_size": self.img_size, "in_chans": self.in_chans, "num_classes": self.num_classes}
+
+    def shape_text(self) -> str:
+        """The sample shape in words: ``32x32x3`` for images, ``T=16 x 2x64x64`` for event frames."""
+        image = f"{self.img_size}x{self.img_size}x{self.in_chans}"
+        return f"T={self.time_steps} x {self.in_chans}x{self.img_size}x{self.img_size}" if self.time_steps else image
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict of every field."""
+        """A JSON-ready dict of every field (``time_steps`` only for event data, so image sidecars keep their form)."""
+        extra: dict[str, object] = {"time_steps": self.time_steps} if self.time_steps else {}
         return {
             "name": self.name,
             "img_size": self.img_size,
@@ -47,6 +62,7 @@ class DataInfo:
             "train_count": self.train_count,
             "val_count": self.val_count,
             "classes": list(self.classes),
+            **extra,
         }
 
     @classmethod
@@ -62,6 +78,7 @@ class DataInfo:
             train_count=int(data["train_count"]),  # type: ignore[arg-type]
             val_count=int(data["val_count"]),  # type: ignore[arg-type]
             classes=tuple(str(c) for c in data["classes"]),  # type: ignore[union-attr]
+            time_steps=int(data.get("time_steps", 0)),  # type: ignore[arg-type]
         )
 
 

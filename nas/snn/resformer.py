@@ -29,8 +29,18 @@ from nas.snn.layers import (
 )
 from nas.snn.neuron import NeuronConfig, make_neuron, reset_states
 
-_STEMS = ("imagenet", "cifar", "conv_pool")
+# Each stem and how much it shrinks the image: 7x7 s2 conv + 3x3 s2 max-pool; 3x3 s1 conv; 3x3 conv + 2x2 max-pool.
+STEM_REDUCTION = {"imagenet": 4, "cifar": 1, "conv_pool": 2}
+_STEMS = tuple(STEM_REDUCTION)
 _SCALINGS = ("rate", "fixed", "none")
+
+
+def stem_for(img_size: int, max_first: int = 16) -> str:
+    """The stem with the least reduction that leaves a first stage of at most ``max_first`` per side
+    (28 -> ``"conv_pool"``, 14), or the one that reduces most when none does (224 -> ``"imagenet"``, 56)."""
+    fitting = sorted((r, name) for name, r in STEM_REDUCTION.items() if img_size % r == 0)
+    small = [name for r, name in fitting if img_size // r <= max_first]
+    return small[0] if small else fitting[-1][1]
 
 
 def _resformer_neuron() -> NeuronConfig:
@@ -95,7 +105,7 @@ class SpikingResformerConfig:
                     f"group_size {self.group_size} does not divide the FFN width {hidden} of stage {i} "
                     f"(planes[{i}] * ffn_ratio)"
                 )
-        reduction = {"imagenet": 4, "cifar": 1, "conv_pool": 2}[self.stem]
+        reduction = STEM_REDUCTION[self.stem]
         if self.img_size % reduction:
             raise ValueError(f"img_size {self.img_size} is not divisible by the {self.stem!r} stem's reduction")
         for i, (r, p) in enumerate(zip(self.stage_resolutions(), self.patch_sizes, strict=True)):
@@ -104,7 +114,7 @@ class SpikingResformerConfig:
 
     def stage_resolutions(self) -> tuple[int, ...]:
         """Side of the feature map in each stage."""
-        first = self.img_size // {"imagenet": 4, "cifar": 1, "conv_pool": 2}[self.stem]
+        first = self.img_size // STEM_REDUCTION[self.stem]
         return halving_resolutions(first, len(self.planes), round_up=True)  # 3x3 stride-2 convs, padding 1
 
     @classmethod
