@@ -196,3 +196,22 @@ def test_inputs_field_is_checked() -> None:
         SearchSpace(name="x", sample=lambda t: 1, build=lambda c, d: None, inputs="audio")
     space = SearchSpace(name="x", sample=lambda t, d: 1, build=lambda c, d: None, recipe=TrainRecipe())
     assert space.inputs == "images" and space.sample.takes_data
+
+
+def test_dvs_space_is_centred_on_the_registered_dvsg_model_and_takes_t_from_the_data() -> None:
+    from nas.snn import create_model
+
+    space = load_space(SPACES / "dvs_spiking_resformer.py")
+    centre = {"width": 32, "blocks": "123", "dssa_patches": "421", "ffn_ratio": 4, "neuron": "plif",
+              "v_threshold": 1.0}
+    with torch.device("meta"):
+        official = create_model("spikingresformer_dvsg").config
+    assert space.config_for(centre, get_info("dvsgesture")) == official
+    for name, steps in (("dvsgesture-t8", 8), ("nmnist", 10), ("cifar10dvs", 16)):
+        data_info = get_info(name)
+        space.check_fits(data_info, samples=12)
+        assert data_info.time_steps == steps
+        assert space.config_for({**centre, "dssa_patches": "211"}, data_info).time_steps == steps
+    with pytest.raises(NasError) as error:
+        space.check_fits(get_info("mnist"))
+    assert "\n" not in str(error.value) and "time_steps: the data are static images" in str(error.value)

@@ -7,6 +7,7 @@ spikes. Both products between activations in DSSA go through :class:`~nas.snn.la
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,14 +228,21 @@ class Downsample(nn.Module):
 
 
 class SpikingResformer(nn.Module):
-    """SpikingResformer built from a :class:`SpikingResformerConfig`; ``forward`` maps
-    ``[B, C, H, W]`` to logits averaged over the ``time_steps`` steps of direct encoding."""
+    """SpikingResformer built from a :class:`SpikingResformerConfig`; ``forward`` maps images
+    ``[B, C, H, W]`` (direct encoding: the same image at every step) or frame sequences
+    ``[B, T, C, H, W]`` (event data: one frame a step) to logits averaged over the ``time_steps`` steps.
+
+    Built for event data (``data_info.time_steps`` > 0), the model's T is the data's.
+    """
 
     family = "resformer"
 
     def __init__(self, config: SpikingResformerConfig, data_info: object | None = None) -> None:
         super().__init__()
         cfg: SpikingResformerConfig = apply_data_info(config, data_info)  # type: ignore[assignment]
+        frames = int(getattr(data_info, "time_steps", 0) or 0)
+        if frames:
+            cfg = dataclasses.replace(cfg, time_steps=frames)
         self.config = cfg
         self.time_steps = cfg.time_steps
         c1 = cfg.planes[0]
@@ -262,6 +270,13 @@ class SpikingResformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reset_states(self)
-        # The stem is stateless and sees the same image at every step: compute it once.
-        x = self.stages(repeat_time(self.stem(x), self.time_steps))
+        if x.dim() == 5:
+            if x.shape[1] != self.time_steps:
+                raise ValueError(f"expected {self.time_steps} frames per sample, got {x.shape[1]} ([B, T, C, H, W])")
+            # One frame a step: the stem runs on every frame, time folded into the batch.
+            frames = x.transpose(0, 1)
+            x = self.stages(self.stem(frames.flatten(0, 1)).unflatten(0, tuple(frames.shape[:2])))
+        else:
+            # The stem is stateless and sees the same image at every step: compute it once.
+            x = self.stages(repeat_time(self.stem(x), self.time_steps))
         return self.head(x.mean((3, 4))).mean(0)
