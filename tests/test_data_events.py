@@ -163,13 +163,21 @@ def test_loaders_yield_frame_sequences_equal_to_the_stored_counts(tmp_path: Path
     assert shifted.shape == (4, 10, 2, 34, 34) and (shifted >= 0).all() and shifted.sum() <= batch.sum() + 1e9
 
 
-def test_gpu_layout_of_the_event_pipeline_runs_on_cpu(tmp_path: Path) -> None:
-    from nas.data._loaders import image_pipeline
+def test_gpu_layout_of_the_event_pipeline_gives_the_same_frames(tmp_path: Path) -> None:
+    # The CUDA pipeline (uint8 frames, ToDevice, conversion by torch on the device) run on the CPU device.
+    from nas.data._ffcv import Loader, OrderOption
+    from nas.data._loaders import image_pipeline, label_pipeline
 
-    info = data.get_info("nmnist")
-    ops = image_pipeline(info, torch.device("cpu"), augment=True, torch_normalize=True)
+    make_nmnist(tmp_path / "src")
+    result = data.build("nmnist-t6", src=tmp_path / "src", out=tmp_path / "out")
+    ops = image_pipeline(result.info, torch.device("cpu"), augment=False, torch_normalize=True)
     assert [type(op).__name__ for op in ops] == ["NDArrayDecoder", "ShiftFrames", "ToTensor", "ToDevice",
                                                  "TorchNormalize"]
+    loader = Loader(str(result.val_path), batch_size=4, num_workers=1, order=OrderOption.SEQUENTIAL,
+                    pipelines={"frames": ops, "label": label_pipeline(torch.device("cpu"))}, drop_last=False)
+    got = torch.cat([x.clone() for x, _ in loader])
+    stored, _ = read_frames(result.val_path)
+    assert got.dtype == torch.float32 and torch.equal(got, torch.from_numpy(stored).float())
 
 
 # ---------------------------------------------------------------- bad input: one line, nothing written
