@@ -344,16 +344,20 @@ def train_params(
 
     The way a user debugs a space: the same loaders, model and trainer as a search trial.
     """
+    import torch
+
     from nas.data import get_info
     from nas.train import build_candidate, candidate_loaders
 
     name = dataset or space.dataset
     info = get_info(name, src=data_src)
-    space.check_fits(info, samples=1)
     try:
-        space.config_for(params, info)
+        config = space.config_for(params, info)
+        with torch.device("meta"):  # shapes only: a config the data cannot take fails here, in one line
+            space.build(config, info)
     except (ValueError, KeyError) as error:
-        raise NasError(f"params do not fit space {space.name!r}: {error}") from None
+        where = f"{info.name} ({info.shape_text()})"
+        raise NasError(f"params do not fit space {space.name!r} on {where}: {error}") from None
     loaders = candidate_loaders(name, space.recipe, src=data_src, seed=seed, device=device)
     trainer = build_candidate(space, dict(params), loaders, epochs=epochs, device=device, seed=seed).trainer
     yield from trainer.epochs()
