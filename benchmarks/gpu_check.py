@@ -138,7 +138,7 @@ def _centre_model(space_name: str, info: Any) -> torch.nn.Module:
     from nas import load_space
 
     space = load_space(REPO / "search_spaces" / f"{space_name}.py", check_samples=0)
-    return space.build_model(CIFAR_CENTRES[space_name], info)
+    return space.build(space.config_for(CIFAR_CENTRES[space_name], info), info)
 
 
 def _dvsg() -> tuple[torch.nn.Module, Any]:
