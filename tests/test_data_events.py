@@ -256,3 +256,15 @@ def test_cli_event_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest
         assert err.count("\n") == 0 and message in err, err
     assert nothing_written(tmp_path / "out")
     shutil.rmtree(tmp_path / "nm")
+
+
+def test_aedat2_header_of_comment_lines_alone_is_read(tmp_path: Path) -> None:
+    ev = random_events(np.random.default_rng(7), 20, 128)
+    path = tmp_path / "cifar10_cat_0.aedat"
+    write_cifar10dvs_aedat(path, ev)
+    with_version = _event_files.read_aedat2_cifar10dvs(path)
+    blob = path.read_bytes()
+    path.write_bytes(b"# no version line, as some tools write\r\n" + blob[blob.index(b"\n") + 1 :])
+    without = _event_files.read_aedat2_cifar10dvs(path)
+    for a, b, key in zip(with_version, without, ("x", "y", "p", "t"), strict=True):
+        assert np.array_equal(a, b) and np.array_equal(a, ev[key])

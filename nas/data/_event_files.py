@@ -1,9 +1,10 @@
 """Readers of one event-camera recording in each dataset's own file format, checked.
 
-Each returns :class:`Events` (x, y, polarity, time in µs; int64, in file order). Bytes are parsed
-with tonic's readers where tonic 1.7.0 has a working one (N-MNIST ``.bin``, the AEDAT header, AEDAT
-2.0 address/timestamp pairs); its DVS Gesture AEDAT 3.1 reader fails on its own header tuple in
-1.7.0, so those packets are parsed here from the format (28-byte packet headers, 8-byte events).
+Each returns :class:`Events` (x, y, polarity, time in µs; int64, in file order). Events are decoded
+with tonic's readers where tonic 1.7.0 has a working one (N-MNIST ``.bin``, AEDAT 2.0 address and
+timestamp pairs); its DVS Gesture AEDAT 3.1 reader fails on its own header tuple in 1.7.0, so those
+packets are parsed here from the format (28-byte packet headers, 8-byte events), and so is the AEDAT
+header (tonic's raises on files without one instead of saying so).
 
 A file that is truncated, of another format, or whose events fall outside the sensor raises
 ``NasError`` naming the file: a recording of another dataset is caught by its format or its sensor.
@@ -85,20 +86,32 @@ def read_gesture_npy(path: Path) -> Events:
 
 
 def _aedat_header(path: Path, version: float) -> int:
-    """Offset of the first event after an AEDAT header of ``version``; NasError for anything else."""
-    from tonic.io import read_aedat_header_from_file
+    """Offset of the first event after an AEDAT header of ``version``; NasError for anything else.
 
+    The header is the file's leading lines that start with ``#`` (AEDAT 3.1 closes it with
+    ``#!END-HEADER``). jAER writes ``#!AER-DAT<version>`` first; a header of comment lines alone is
+    taken as AEDAT 2.0, as readers of the CIFAR10-DVS release do.
+    """
+    start = 0
+    found: float | None = None
     with open(path, "rb") as handle:
-        start = handle.read(9)
-    if start != b"#!AER-DAT":
-        raise NasError(f"{path}: not an AEDAT file (no '#!AER-DAT' header); expected AEDAT {version}")
-    try:
-        found, data_start, _ = read_aedat_header_from_file(str(path))
-    except Exception as error:  # tonic fails with assorted errors on a damaged header
-        raise NasError(f"{path}: unreadable AEDAT header ({type(error).__name__}: {error})") from None
-    if round(float(found), 1) != version:
+        for line in iter(handle.readline, b""):
+            if not line.startswith(b"#"):
+                break
+            start += len(line)
+            if line.startswith(b"#!AER-DAT"):
+                try:
+                    found = float(line[len(b"#!AER-DAT") :].decode("ascii").strip())
+                except (UnicodeDecodeError, ValueError):
+                    raise NasError(f"{path}: unreadable AEDAT version line {line[:40]!r}") from None
+            if line.startswith(b"#!END-HEADER"):
+                break
+    if start == 0:
+        raise NasError(f"{path}: not an AEDAT file (no '#' header); expected AEDAT {version}")
+    found = 2.0 if found is None else found
+    if round(found, 1) != version:
         raise NasError(f"{path}: AEDAT {found} file, expected AEDAT {version}; a recording of another dataset?")
-    return int(data_start)
+    return start
 
 
 def read_aedat2_cifar10dvs(path: Path) -> Events:
