@@ -368,9 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_parser = sub.add_parser("data", help="datasets as FFCV .beton files")
     data = data_parser.add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("build", help="write train/validation .beton files (cached)")
-    p.add_argument("name")
-    p.add_argument("--src", default=None, help="source folder (cifar10, cifar100, imagefolder)")
+    p = data.add_parser(
+        "build", help="write train/validation .beton files (cached)",
+        description="Write a dataset's train/validation .beton files (cached). Event datasets (nmnist, dvsgesture, "
+                    "cifar10dvs) are binned into T frames by event count, as the papers do; NAME-tT picks T "
+                    "(dvsgesture-t8), NAME alone the papers' T for that dataset.",
+    )
+    p.add_argument("name", help="mnist, digits, cifar10, cifar100, imagefolder, nmnist, dvsgesture, cifar10dvs "
+                                "(event datasets: NAME-tT for T frames)")
+    p.add_argument("--src", default=None, help="source folder (cifar10, cifar100, imagefolder, nmnist, dvsgesture, "
+                                               "cifar10dvs)")
     p.add_argument("--out", default=None, help="output folder (default $NAS_DATA_DIR or ~/.cache/nas/data)")
     p.set_defaults(handler=_data_build)
     p = data.add_parser("info", help="describe a .beton file")

@@ -1,28 +1,77 @@
 """The search-space contract: one Python file, one ``SearchSpace``.
 
-A space file defines an Optuna define-by-run ``sample(trial) -> config`` and a ``build(config,
-data_info) -> nn.Module``. Replaying ``sample`` on ``optuna.trial.FixedTrial(params)`` rebuilds the
-identical config, so the params dict is the only thing that travels between the controller, the Ray
-workers and an export folder. The file's source text travels with the params, so workers on other
-machines need nothing but nas installed.
+A space file defines an Optuna define-by-run ``sample(trial, data) -> config`` and a ``build(config,
+data_info) -> nn.Module``. ``data`` is the :class:`nas.data.DataInfo` of the dataset being searched, so
+a space sizes its stem, patches and padding for it; the old ``sample(trial)`` still works (its configs
+are then resized by ``build`` alone). Replaying ``sample`` on ``optuna.trial.FixedTrial(params)`` with
+the same ``data`` rebuilds the identical config, so the params dict (and the dataset's name) is the
+only thing that travels between the controller, the Ray workers and an export folder. The file's
+source text travels with the params, so workers on other machines need nothing but nas installed.
+
+Callers draw and replay configs through :meth:`SearchSpace.suggest` and :meth:`SearchSpace.config_for`
+only; :meth:`SearchSpace.check_fits` refuses a dataset a space cannot fit, in one line, before a
+search writes anything. :func:`fit_patch` and :func:`fit_stages` are the sizing rules the shipped
+spaces share.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import linecache
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasError
 from nas.train import TrainRecipe
 
+if TYPE_CHECKING:  # pragma: no cover
+    from nas.data import DataInfo
+
 DEFAULT_OBJECTIVES: dict[str, str] = {"val_acc": "max", "energy_uj": "min"}
 KNOWN_METRICS = ("val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps", "epoch_seconds")
+INPUTS = ("images", "events")  # what a space's models take: static images [B, C, H, W] or frames [B, T, C, H, W]
+
+
+def _takes_data(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is the new ``sample(trial, data)`` (two positional parameters) or ``sample(trial)``."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature: treat as sample(trial)
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
+
+
+class _Sample:
+    """The space file's ``sample``, callable as ``sample(trial)`` by code written before ``suggest``.
+
+    Such a call sizes the config for the space's own dataset. It keeps callers that still call
+    ``space.sample(trial)`` working while they move to :meth:`SearchSpace.suggest`.
+    """
+
+    def __init__(self, fn: Callable[..., Any], default_info: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.takes_data = _takes_data(fn)
+        self._default_info = default_info
+
+    def __call__(self, trial: Any, data_info: Any = None) -> Any:
+        if not self.takes_data:
+            return self.fn(trial)
+        return self.fn(trial, data_info if data_info is not None else self._default_info())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Sample) and other.fn is self.fn
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
 
 
 @dataclass
@@ -31,7 +80,9 @@ class SearchSpace:
 
     Args:
         name: the space's name; searches default to ``<name>-<timestamp>``.
-        sample: Optuna define-by-run function returning a model config.
+        sample: Optuna define-by-run function ``sample(trial, data) -> config``, where ``data`` is the
+            searched dataset's ``DataInfo`` (``sample(trial)`` is accepted too). Call it through
+            :meth:`suggest` / :meth:`config_for`.
         build: ``build(config, data_info) -> nn.Module``; a model class of ``nas.snn`` works as is.
         dataset: default dataset name (see ``nas.data.list_datasets()``).
         objectives: metric name -> "max" | "min", in the order Optuna stores them.
@@ -40,10 +91,13 @@ class SearchSpace:
         epochs: maximum fidelity of a trial in epochs.
         trials: default number of trials of a search.
         recipe: the training recipe (batch size, optimizer, learning rate, schedule, ...).
+        inputs: ``"images"`` (static images ``[B, C, H, W]``, the default) or ``"events"`` (event
+            frames ``[B, T, C, H, W]`` of nmnist, dvsgesture, cifar10dvs); a dataset of the other kind
+            is refused.
     """
 
     name: str
-    sample: Callable[[Any], Any]
+    sample: Callable[..., Any]
     build: Callable[..., Any]
     dataset: str = "mnist"
     objectives: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
@@ -51,6 +105,7 @@ class SearchSpace:
     epochs: int = 4
     trials: int = 16
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    inputs: str = "images"
     source_file: Path | None = None
     source_text: str | None = None
 
@@ -58,7 +113,9 @@ class SearchSpace:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"SearchSpace.name must be a non-empty string, got {self.name!r}")
         if not callable(self.sample):
-            raise ValueError("SearchSpace.sample must be a function sample(trial) -> config")
+            raise ValueError("SearchSpace.sample must be a function sample(trial, data) -> config")
+        fn = self.sample.fn if isinstance(self.sample, _Sample) else self.sample  # dataclasses.replace passes it back
+        self.sample = _Sample(fn, self.dataset_info)
         if not callable(self.build):
             raise ValueError("SearchSpace.build must be callable as build(config, data_info)")
         if not self.objectives:
@@ -73,6 +130,8 @@ class SearchSpace:
             raise ValueError(f"SearchSpace.epochs must be a positive integer, got {self.epochs!r}")
         if not isinstance(self.trials, int) or self.trials < 1:
             raise ValueError(f"SearchSpace.trials must be a positive integer, got {self.trials!r}")
+        if self.inputs not in INPUTS:
+            raise ValueError(f"SearchSpace.inputs must be one of {', '.join(INPUTS)}, got {self.inputs!r}")
 
     @property
     def source_hash(self) -> str:
@@ -81,15 +140,75 @@ class SearchSpace:
             return ""
         return hashlib.sha256(self.source_text.encode()).hexdigest()[:12]
 
-    def config_for(self, params: Mapping[str, Any]) -> Any:
-        """Rebuild the config that ``sample`` produced for these params (replay on a FixedTrial)."""
+    def dataset_info(self) -> DataInfo:
+        """``DataInfo`` of the space's own dataset (nominal sizes for one read from ``--src``).
+
+        Raises ``NasError`` for a dataset whose sizes only its folder can tell (imagefolder).
+        """
+        from nas.data import get_info
+
+        return get_info(self.dataset)
+
+    def check_inputs(self, data_info: DataInfo) -> None:
+        """ValueError naming ``time_steps`` when the dataset's kind (images or event frames) is not the space's."""
+        frames = int(getattr(data_info, "time_steps", 0) or 0)
+        if frames and self.inputs == "images":
+            raise ValueError(f"time_steps: the data are event frames (T={frames}) and this space takes static images "
+                             "(inputs='images')")
+        if not frames and self.inputs == "events":
+            raise ValueError("time_steps: the data are static images and this space takes event frames "
+                             "(inputs='events': nmnist, dvsgesture, cifar10dvs)")
+
+    def suggest(self, trial: Any, data_info: DataInfo | None = None) -> Any:
+        """Draw one config on ``trial`` sized for ``data_info`` (default: the space's own dataset).
+
+        The one way to draw a config: on an Optuna trial it draws, on ``FixedTrial(params)`` it replays.
+        Raises ``ValueError`` (naming the field) when the space cannot fit the dataset.
+        """
+        info = data_info if data_info is not None else self.dataset_info()
+        self.check_inputs(info)
+        return self.sample(trial, info)
+
+    def config_for(self, params: Mapping[str, Any], data_info: DataInfo | None = None) -> Any:
+        """Rebuild the config that :meth:`suggest` drew for these params and this dataset (FixedTrial replay)."""
         import optuna
 
-        return self.sample(optuna.trial.FixedTrial(dict(params)))
+        return self.suggest(optuna.trial.FixedTrial(dict(params)), data_info)
 
-    def build_model(self, params: Mapping[str, Any], data_info: Any) -> Any:
-        """Config for ``params`` -> ``nn.Module`` sized for ``data_info``."""
+    def build_model(self, params: Mapping[str, Any], data_info: DataInfo) -> Any:
+        """The config of ``params`` for the space's own dataset, built for ``data_info``.
+
+        This is the replay ``nas.train.build_candidate`` does today (``config_for(params)``, then
+        ``build``), so weights a search trained load into it. Once ``build_candidate`` replays with the
+        data (``config_for(params, info)``), its callers move to ``build(config_for(params, data_info),
+        data_info)`` with it; until then both must agree.
+        """
         return self.build(self.config_for(params), data_info)
+
+    def check_fits(self, data_info: DataInfo, *, samples: int = 8, seed: int = 0) -> None:
+        """Raise ``NasError`` in one line unless ``samples`` random configs for ``data_info`` draw and build.
+
+        Models are built on PyTorch's ``meta`` device (shapes only, no memory), so the check costs
+        milliseconds; a search calls it before it writes anything.
+        """
+        import optuna
+        import torch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        where = self.source_file or self.name
+        shape = data_info.shape_text()
+        for _ in range(samples):
+            trial = study.ask()
+            try:
+                config = self.suggest(trial, data_info)
+                with torch.device("meta"):
+                    self.build(config, data_info)
+            except Exception as error:  # a space or model refusing the data can raise anything; one line
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise NasError(f"{where}: space {self.name!r} does not fit dataset {data_info.name} ({shape}): "
+                               f"{reason}") from None
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
     def constraint_values(self, metrics: Mapping[str, float]) -> dict[str, float]:
         """Optuna constraint values (<= 0 means feasible) for the final metrics of a trial."""
@@ -110,12 +229,15 @@ def _space_error(path: Path, error: BaseException) -> NasError:
     return NasError(f"{where}: {type(error).__name__}: {error}")
 
 
-def load_space_source(source: str, path: Path | str, *, check_samples: int = 8) -> SearchSpace:
+def load_space_source(
+    source: str, path: Path | str, *, check_samples: int = 8, data_info: DataInfo | None = None
+) -> SearchSpace:
     """Execute a space file's source text and return its single ``SearchSpace``.
 
     ``path`` names the file in error messages and tracebacks; the source is compiled under that
-    name so lines point into it. ``check_samples`` random configs are drawn to catch a ``sample``
-    that produces invalid configs before a search starts.
+    name so lines point into it. ``check_samples`` random configs for ``data_info`` (default: the
+    space's own dataset) are drawn to catch a ``sample`` that produces invalid configs before a
+    search starts.
     """
     path = Path(path)
     try:
@@ -138,13 +260,18 @@ def load_space_source(source: str, path: Path | str, *, check_samples: int = 8) 
         raise NasError(f"{path}: defines {len(spaces)} SearchSpace objects ({names}); keep exactly one")
     space = dataclasses.replace(spaces[0], source_file=path.resolve() if path.exists() else path, source_text=source)
     if check_samples:
-        _check_sampling(space, path, check_samples)
+        _check_sampling(space, path, check_samples, data_info)
     return space
 
 
-def _check_sampling(space: SearchSpace, path: Path, count: int) -> None:
+def _check_sampling(space: SearchSpace, path: Path, count: int, data_info: DataInfo | None) -> None:
     import optuna
 
+    if data_info is None:
+        try:
+            data_info = space.dataset_info()
+        except NasError:
+            return  # sizes known only from --src (imagefolder): check_fits checks once the data is known
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         directions=["maximize" if m == "max" else "minimize" for m in space.objectives.values()],
@@ -153,13 +280,13 @@ def _check_sampling(space: SearchSpace, path: Path, count: int) -> None:
     for _ in range(count):
         trial = study.ask()
         try:
-            config = space.sample(trial)
+            config = space.suggest(trial, data_info)
         except Exception as error:
             raise _space_error(path, error) from None
         if config is None:
             raise NasError(f"{path}: sample(trial) returned None; it must return a model config")
         try:
-            replayed = space.config_for(trial.params)
+            replayed = space.config_for(trial.params, data_info)
         except Exception as error:
             raise _space_error(path, error) from None
         if replayed != config:
@@ -170,8 +297,11 @@ def _check_sampling(space: SearchSpace, path: Path, count: int) -> None:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
 
-def load_space(path: str | Path, *, check_samples: int = 8) -> SearchSpace:
-    """Load the ``SearchSpace`` defined in a Python file, with one clear error for anything wrong."""
+def load_space(path: str | Path, *, check_samples: int = 8, data_info: DataInfo | None = None) -> SearchSpace:
+    """Load the ``SearchSpace`` defined in a Python file, with one clear error for anything wrong.
+
+    ``check_samples`` random configs are drawn for ``data_info`` (default: the space's own dataset).
+    """
     path = Path(path)
     if not path.is_file():
         raise NasError(f"{path}: search-space file not found")
@@ -179,7 +309,7 @@ def load_space(path: str | Path, *, check_samples: int = 8) -> SearchSpace:
         source = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise NasError(f"{path}: cannot read search-space file ({error})") from None
-    return load_space_source(source, path, check_samples=check_samples)
+    return load_space_source(source, path, check_samples=check_samples, data_info=data_info)
 
 
 def parse_params(text: str | None = None, file: str | Path | None = None) -> dict[str, Any]:
@@ -220,15 +350,58 @@ def train_params(
 
     The way a user debugs a space: the same loaders, model and trainer as a search trial.
     """
+    import torch
+
+    from nas.data import get_info
     from nas.train import build_candidate, candidate_loaders
 
+    name = dataset or space.dataset
+    info = get_info(name, src=data_src)
     try:
-        space.config_for(params)
+        config = space.config_for(params, info)
+        with torch.device("meta"):  # shapes only: a config the data cannot take fails here, in one line
+            space.build(config, info)
     except (ValueError, KeyError) as error:
-        raise NasError(f"params do not fit space {space.name!r}: {error}") from None
-    loaders = candidate_loaders(dataset or space.dataset, space.recipe, src=data_src, seed=seed, device=device)
+        where = f"{info.name} ({info.shape_text()})"
+        raise NasError(f"params do not fit space {space.name!r} on {where}: {error}") from None
+    loaders = candidate_loaders(name, space.recipe, src=data_src, seed=seed, device=device)
     trainer = build_candidate(space, dict(params), loaders, epochs=epochs, device=device, seed=seed).trainer
     yield from trainer.epochs()
+
+
+# ---------------------------------------------------------------- sizing rules the shipped spaces share
+def fit_patch(
+    side: int, stages: int, *, max_first: int = 16, max_patch: int | None = None, pad: bool = True
+) -> tuple[int, int | None]:
+    """``(patch_size, pad_to)`` for a stem that cuts a ``side`` x ``side`` image into patches, followed by
+    ``stages`` stages that each halve an even resolution.
+
+    The patch is the smallest power of two (at most ``max_patch``) that leaves a first stage of at
+    most ``max_first`` positions per side, so a larger image costs about what mnist costs (28 ->
+    patch 2 -> 14). With ``pad`` the image is zero-padded to the next side that the halvings fit
+    (``pad_to``, None when none is needed: 28 -> 32 for three stages); without, the side itself must
+    fit. ValueError naming ``img_size`` when no patch fits.
+    """
+    powers = [1 << k for k in range(side.bit_length()) if (1 << k) <= min(side, max_patch or side)]
+    unit = 1 << (stages - 1)
+    fitting = [p for p in powers if pad or side % (p * unit) == 0]
+    if not fitting:
+        raise ValueError(f"img_size {side}: no power-of-two patch_size leaves a side that {stages} stages can halve "
+                         "(this space does not pad)")
+    small = [p for p in fitting if -(-side // p) <= max_first]
+    patch = small[0] if small else fitting[-1]
+    padded = -(-side // (patch * unit)) * patch * unit
+    return patch, (padded if padded != side else None)
+
+
+def fit_stages(first: int, wanted: int, *, min_side: int = 2) -> int:
+    """How many of ``wanted`` stages fit after a first stage of side ``first``: each later stage halves an
+    even side and keeps at least ``min_side`` positions (14 -> 2 stages: 14, 7; 16 -> 4: 16, 8, 4, 2)."""
+    count, side = 1, first
+    while count < wanted and side % 2 == 0 and side // 2 >= min_side:
+        side //= 2
+        count += 1
+    return count
 
 
 _WORKER_CACHE: dict[str, SearchSpace] = {}
@@ -242,4 +415,13 @@ def space_from_source_cached(source: str, path: str) -> SearchSpace:
     return _WORKER_CACHE[key]
 
 
-__all__ = ["SearchSpace", "load_space", "load_space_source", "DEFAULT_OBJECTIVES", "TrainRecipe"]
+__all__ = [
+    "DEFAULT_OBJECTIVES",
+    "INPUTS",
+    "SearchSpace",
+    "TrainRecipe",
+    "fit_patch",
+    "fit_stages",
+    "load_space",
+    "load_space_source",
+]

@@ -4,7 +4,8 @@ Each family keeps a compact version of its own space (see snnmlp.py, mixer_snn.p
 spiking_resformer.py for the full ones). Param names are prefixed by the family, because a
 define-by-run parameter must keep one distribution across the whole study.
 
-Sized for ``mnist`` on a 2-core CPU; widen each branch as its own file explains.
+Sized for ``mnist`` on a 2-core CPU; widen each branch as its own file explains. Each branch fits any
+image dataset with the same rules as its family's file (``fit_patch``, ``stem_for``).
 """
 
 from nas import SearchSpace
@@ -17,28 +18,30 @@ from nas.snn import (
     SpikingResformer,
     SpikingResformerConfig,
 )
+from nas.snn.resformer import stem_for
+from nas.space import fit_patch
 from nas.train import TrainRecipe
-
-MNIST = {"img_size": 28, "in_chans": 1, "num_classes": 10}
 
 
 def _neuron(trial, family: str) -> NeuronConfig:
     return NeuronConfig(v_threshold=trial.suggest_float(f"{family}.v_threshold", 0.25, 1.0, step=0.25))
 
 
-def _snnmlp(trial) -> SNNMLPConfig:
+def _snnmlp(trial, data) -> SNNMLPConfig:
     stages = trial.suggest_int("snnmlp.stages", 2, 3)
+    patch, pad_to = fit_patch(data.img_size, stages)
     return SNNMLPConfig(
-        **MNIST, patch_size=2, pad_to=32 if stages == 3 else None, norm="batchnorm",
+        **data.model_fields(), patch_size=patch, pad_to=pad_to, norm="batchnorm",
         width=trial.suggest_categorical("snnmlp.width", [16, 32]),
         depths=tuple(trial.suggest_int(f"snnmlp.depth{i}", 1, 2) for i in range(stages)),
         lif_group=trial.suggest_categorical("snnmlp.group", [2, 4]),
     )
 
 
-def _mixer(trial) -> MixerSNNConfig:
+def _mixer(trial, data) -> MixerSNNConfig:
+    patch, _ = fit_patch(data.img_size, 2, pad=False)
     return MixerSNNConfig(
-        **MNIST, stem="conv_pool", patch_size=2, spe=True,
+        **data.model_fields(), stem="conv_pool", patch_size=patch, spe=True,
         dim=trial.suggest_categorical("mixer.dim", [24, 48]),
         depths=(1, trial.suggest_int("mixer.depth1", 1, 2)),
         time_steps=trial.suggest_int("mixer.time_steps", 1, 2),
@@ -46,10 +49,11 @@ def _mixer(trial) -> MixerSNNConfig:
     )
 
 
-def _resformer(trial) -> SpikingResformerConfig:
+def _resformer(trial, data) -> SpikingResformerConfig:
     width = trial.suggest_categorical("resformer.width", [16, 32])
     return SpikingResformerConfig(
-        **MNIST, stem="conv_pool", planes=(width, 2 * width, 4 * width), heads=(1, 1, max(1, width // 8)),
+        **data.model_fields(), stem=stem_for(data.img_size),
+        planes=(width, 2 * width, 4 * width), heads=(1, 1, max(1, width // 8)),
         blocks=(1, 1, 1), patch_sizes=(2, 1, 1), group_size=16, rate_momentum=0.9,
         scaling=trial.suggest_categorical("resformer.scaling", ["rate", "fixed"]),
         time_steps=trial.suggest_int("resformer.time_steps", 1, 2),
@@ -60,10 +64,10 @@ def _resformer(trial) -> SpikingResformerConfig:
 FAMILIES = {"snnmlp": (_snnmlp, SNNMLP), "mixer": (_mixer, MixerSNN), "resformer": (_resformer, SpikingResformer)}
 
 
-def sample(trial):
-    """Pick a family, then draw an architecture of that family."""
+def sample(trial, data):
+    """Pick a family, then draw an architecture of that family for dataset ``data``."""
     family = trial.suggest_categorical("family", list(FAMILIES))
-    return FAMILIES[family][0](trial)
+    return FAMILIES[family][0](trial, data)
 
 
 def build(config, data_info):

@@ -13,19 +13,29 @@ What is searched
 Sized for ``mnist`` on a 2-core CPU: a small-image stem (3x3 conv + BN + 2x2 max-pool), T in {1, 2}
 and thresholds around 0.5 (at T <= 2, V_th = 1.0 leaves most neurons silent; platform notes §5).
 
+Any image dataset: the stem's pooling (``patch_size``) is the smallest power of two that keeps the
+first stage at most 16 wide with an even side for the second (digits 8x8: 1; cifar 32x32: 2; 64x64: 4;
+failing that, the largest that gives an even side); the token mixers are sized for that resolution.
+An odd side (e.g. 25), which no stage can halve, is refused.
+
 Widening for CIFAR-10 / ImageNet
 --------------------------------
-CIFAR-10 (32x32): ``stem="patch"``, patch 2, 4 stages (16/8/4/2), dim {48, 78, 96}, depths up to
-(2, 4, 6, 2), T {2, 4}. ImageNet (224): patch 4, depths around (2, 8, 14, 2), dim {78, 96}, T 4-6.
+``search_spaces/cifar_mixer_snn.py`` is the GPU-sized space (``stem="patch"``, patch 2, 4 stages
+16/8/4/2, dim around 78, T around 4). ImageNet (224): patch 4, depths around (2, 8, 14, 2), dim
+{78, 96}, T 4-6.
 """
 
 from nas import SearchSpace
 from nas.snn import MixerSNN, MixerSNNConfig, NeuronConfig
+from nas.space import fit_patch
 from nas.train import TrainRecipe
 
+STAGES = 2
 
-def sample(trial) -> MixerSNNConfig:
-    """Draw one Mixer-SNN architecture."""
+
+def sample(trial, data) -> MixerSNNConfig:
+    """Draw one Mixer-SNN architecture for dataset ``data``."""
+    patch, _ = fit_patch(data.img_size, STAGES, pad=False)
     reset = trial.suggest_categorical("reset", ["hard", "soft"])
     surrogate = trial.suggest_categorical("surrogate", ["sigmoid", "atan"])
     neuron = NeuronConfig(
@@ -37,13 +47,11 @@ def sample(trial) -> MixerSNNConfig:
                                   step=1.0),
     )
     return MixerSNNConfig(
-        img_size=28,
-        in_chans=1,
-        num_classes=10,
+        **data.model_fields(),
         stem="conv_pool",
-        patch_size=2,
+        patch_size=patch,
         dim=trial.suggest_categorical("dim", [24, 36, 48]),
-        depths=tuple(trial.suggest_int(f"depth{i}", 1, 2) for i in range(2)),
+        depths=tuple(trial.suggest_int(f"depth{i}", 1, 2) for i in range(STAGES)),
         channel_ratio=trial.suggest_categorical("channel_ratio", [2, 3]),
         spe=trial.suggest_categorical("spe", [True, False]),
         time_steps=trial.suggest_int("time_steps", 1, 2),

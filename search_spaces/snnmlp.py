@@ -12,30 +12,33 @@ Sized for the default dataset, ``mnist`` (28x28x1, 4,000 training images), on a 
 takes seconds per epoch. With 3 stages the input is zero-padded to 32x32 so every patch merge halves
 an even resolution (16 -> 8 -> 4); with 2 stages it runs at 14 -> 7.
 
+Any image dataset: ``fit_patch`` picks the patch that keeps the first stage at most 16 wide (digits
+8x8: patch 1; cifar 32x32: 2; 64x64: 4) and pads the input where the merges need an even side.
+
 Norm: BatchNorm, not the paper's GroupNorm(1, C): in 3-epoch trials GroupNorm stalls near 0.87
 while BatchNorm reaches 0.96-0.98 (platform notes §5). Set ``norm="groupnorm"`` for the faithful model.
 
 Widening for CIFAR-10 / ImageNet
 --------------------------------
-Set ``dataset="cifar10"`` (32x32x3: drop ``pad_to``, use patch 2 and 3-4 stages) or ``"imagefolder"``
-at 224 (patch 4, 4 stages, width {64, 96, 128}, depths up to (2, 2, 18, 2), groups {4, 7}); raise
-``epochs`` to 100+ and ``trials`` to a few hundred; ``norm="groupnorm"`` is then fine.
+``search_spaces/cifar_snnmlp.py`` is the GPU-sized space with the paper's settings at its centre
+(patch 2, 4 stages at 32x32). For ImageNet-sized ``imagefolder`` data at 224: patch 4, 4 stages,
+width {64, 96, 128}, depths up to (2, 2, 18, 2), groups {4, 7}; ``norm="groupnorm"`` is then fine.
 """
 
 from nas import SearchSpace
 from nas.snn import SNNMLP, SNNMLPConfig
+from nas.space import fit_patch
 from nas.train import TrainRecipe
 
 
-def sample(trial) -> SNNMLPConfig:
-    """Draw one SNN-MLP architecture (define-by-run: per-stage knobs only for existing stages)."""
+def sample(trial, data) -> SNNMLPConfig:
+    """Draw one SNN-MLP architecture for dataset ``data`` (define-by-run: per-stage knobs only for existing stages)."""
     stages = trial.suggest_int("stages", 2, 3)
+    patch, pad_to = fit_patch(data.img_size, stages)
     return SNNMLPConfig(
-        img_size=28,
-        in_chans=1,
-        num_classes=10,
-        pad_to=32 if stages == 3 else None,
-        patch_size=2,
+        **data.model_fields(),
+        pad_to=pad_to,
+        patch_size=patch,
         width=trial.suggest_categorical("width", [16, 24, 32]),
         depths=tuple(trial.suggest_int(f"depth{i}", 1, 2) for i in range(stages)),
         lif_group=tuple(trial.suggest_categorical(f"group{i}", [-1, 2, 4]) for i in range(stages)),

@@ -15,32 +15,35 @@ Sized for ``mnist`` on a 2-core CPU: small-image stem (3x3 conv + BN + 2x2 max-p
 14 / 7 / 4), T in {1, 2}, thresholds near 0.5, momentum 0.9-0.99 (the paper's 0.999 averages over
 ~1000 steps, longer than a whole trial here).
 
+Any image dataset: ``stem_for`` picks the stem that keeps the first stage at most 16 wide (digits 8x8:
+the stride-1 "cifar" stem, 8/4/2; cifar 32x32: "conv_pool", 16/8/4; 64x64 and 224x224: the /4
+"imagenet" stem). A DSSA patch that does not divide its stage's side is refused.
+
 Widening for CIFAR-10 / ImageNet
 --------------------------------
-CIFAR-10: ``stem="cifar"`` (stages 32/16/8), width {32, 64}, blocks up to (1, 2, 3), patches
-(4, 2, 1), T {2, 4}, group size 32-64. ImageNet: ``stem="imagenet"``, planes (64, 192, 384) and up,
-head dimension 64, T = 4, the paper's momentum 0.999.
+``search_spaces/cifar_spiking_resformer.py`` is the GPU-sized space around the paper's CIFAR model
+(stride-1 stem, stages 32/16/8, planes (64, 192, 384), patches (4, 2, 1), T = 4). ImageNet:
+``stem="imagenet"``, planes (64, 192, 384) and up, head dimension 64, T = 4, the paper's momentum 0.999.
 """
 
 from nas import SearchSpace
 from nas.snn import NeuronConfig, SpikingResformer, SpikingResformerConfig
+from nas.snn.resformer import stem_for
 from nas.train import TrainRecipe
 
 BLOCK_LAYOUTS = {"111": (1, 1, 1), "112": (1, 1, 2)}
 PATCH_LAYOUTS = {"211": (2, 1, 1), "111": (1, 1, 1)}
 
 
-def sample(trial) -> SpikingResformerConfig:
-    """Draw one SpikingResformer architecture."""
+def sample(trial, data) -> SpikingResformerConfig:
+    """Draw one SpikingResformer architecture for dataset ``data``."""
     width = trial.suggest_categorical("width", [16, 24, 32])
     planes = (width, 2 * width, 4 * width)
     scaling = trial.suggest_categorical("scaling", ["rate", "fixed", "none"])
     reset = trial.suggest_categorical("reset", ["hard", "soft"])
     return SpikingResformerConfig(
-        img_size=28,
-        in_chans=1,
-        num_classes=10,
-        stem="conv_pool",
+        **data.model_fields(),
+        stem=stem_for(data.img_size),
         planes=planes,
         heads=tuple(max(1, c // 32) if c % max(1, c // 32) == 0 else 1 for c in planes),
         blocks=BLOCK_LAYOUTS[trial.suggest_categorical("blocks", list(BLOCK_LAYOUTS))],

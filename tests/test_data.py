@@ -83,7 +83,9 @@ def _no_home_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ---------------------------------------------------------------- registry
 def test_registry_lists_and_describes_the_datasets() -> None:
-    assert data.list_datasets() == ["cifar10", "cifar100", "digits", "imagefolder", "mnist"]
+    assert data.list_datasets() == [
+        "cifar10", "cifar100", "cifar10dvs", "digits", "dvsgesture", "imagefolder", "mnist", "nmnist"
+    ]
     mnist = data.get_info("mnist")
     assert (mnist.img_size, mnist.in_chans, mnist.num_classes) == (28, 1, 10)
     assert (mnist.train_count, mnist.val_count) == (4000, 1000)
@@ -102,7 +104,8 @@ def test_registry_lists_and_describes_the_datasets() -> None:
 
 
 def test_unknown_dataset_names_the_known_ones() -> None:
-    with pytest.raises(NasError, match="unknown dataset 'nope'; known: cifar10, cifar100, digits, imagefolder, mnist"):
+    with pytest.raises(NasError, match="unknown dataset 'nope'; known: cifar10, cifar100, cifar10dvs, digits, "
+                                       "dvsgesture, imagefolder, mnist, nmnist"):
         data.get_info("nope")
     with pytest.raises(NasError, match="needs --src"):
         data.get_info("imagefolder")
@@ -362,7 +365,7 @@ def test_cli_build_then_info(mnist_dir: Path, tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["data", "build", "nope"], "unknown dataset 'nope'; known: cifar10, cifar100, digits, imagefolder, mnist"),
+        (["data", "build", "nope"], "unknown dataset 'nope'; known: cifar10, cifar100, cifar10dvs, digits, dvsgesture"),
         (["data", "build", "cifar100", "--src", "/nonexistent"], "not a folder; cifar100 expects"),
         (["data", "info", "/nonexistent.beton"], "no such .beton file"),
     ],

@@ -147,7 +147,12 @@ def test_conv_padding_groups_hand_count() -> None:
     assert row.dense_macs == 6 * 3 * 3 * (4 // 2) * 9  # output elements x C_in/groups x kernel
     assert row.firing_rate == pytest.approx(3 / 100)
     stem = _row(report, "stem")
-    assert (stem.role, stem.macs) == ("encoding", 4 * 25 * 4)
+    # The binary image reaches the encoding layer itself, which then accumulates: SOPs, not MACs (a 1x1
+    # conv: each input spike reaches its position in each of the 4 output channels).
+    assert (stem.role, stem.input, stem.counted_as, stem.macs) == ("encoding", "binary", "sops", 0.0)
+    assert stem.sops == 3 * 4 == _brute_force_fanout(pattern, ConvNet(conv).stem) and stem.dense_macs == 4 * 25 * 4
+    real = _row(measure(ConvNet(conv), pattern * 2), "stem")  # values of 2: real input, dense MACs
+    assert (real.input, real.counted_as, real.macs, real.sops) == ("real", "macs", 4 * 25 * 4, 0.0)
 
 
 def test_conv_random_pattern_matches_brute_force() -> None:

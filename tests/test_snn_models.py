@@ -37,6 +37,8 @@ PAPER_PARAMS = {
     "spikingresformer_m": 35.60,
     "spikingresformer_l": 60.38,
     "spikingresformer_cifar": 10.79,
+    # 64x64 event frames, 11 classes: 2.709830 M counted from the official definition (3 input channels).
+    "spikingresformer_dvsg": 2.709830,
 }
 
 LOW_VTH = NeuronConfig(v_threshold=0.5)
@@ -257,3 +259,65 @@ def test_paper_stems_on_small_images(stem: str) -> None:
     assert SpikingResformer(cfg)(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
     mixer = MixerSNN(dataclasses.replace(small_config("mixer", 1), img_size=32, stem="conv_pool", spe=False))
     assert mixer(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
+
+
+# ---------------------------------------------------------------- event frames (issue 15)
+def test_dvsg_parameter_count_and_neurons() -> None:
+    with torch.device("meta"):
+        ours = snn.create_model("spikingresformer_dvsg")
+        official = snn.create_model("spikingresformer_dvsg", in_chans=3)  # + the summed-polarity channel
+    assert sum(p.numel() for p in official.parameters()) == 2_709_830
+    # Two polarity channels: the stem has 9 x 32 weights fewer (0.011 %).
+    assert sum(p.numel() for p in ours.parameters()) == 2_709_830 - 9 * 32
+    from spikingjelly.activation_based.neuron import ParametricLIFNode
+
+    assert sum(isinstance(m, ParametricLIFNode) for m in ours.modules()) == 38  # 38 learnt leaks
+    cfg = ours.config
+    assert (cfg.img_size, cfg.in_chans, cfg.time_steps, cfg.stem, cfg.stage_resolutions()) == (64, 2, 16, "cifar",
+                                                                                                 (64, 32, 16))
+
+
+def small_dvs(time_steps: int = 4) -> SpikingResformer:
+    """The dvsg variant made small, built for event data of 2x16x16 frames, ``time_steps`` of them."""
+    torch.manual_seed(0)
+    config = snn.create_model("spikingresformer_dvsg", planes=(8, 24, 48), group_size=8,
+                              neuron={"v_threshold": 0.5}).config
+    return SpikingResformer(config, SimpleNamespace(img_size=16, in_chans=2, num_classes=11, time_steps=time_steps))
+
+
+def test_frame_sequences_one_frame_a_step() -> None:
+    model = small_dvs(time_steps=4)
+    assert model.time_steps == 4 and model.config.img_size == 16  # T and size from the data
+    frames = (torch.rand(3, 4, 2, 16, 16) < 0.2).float()
+    logits = model(frames)
+    assert logits.shape == (3, 11) and torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    assert not [n for n, p in model.named_parameters() if p.grad is None]
+    from nas.energy import calibrate_norms, measure
+
+    calibrate_norms(model, frames * 4)  # unit-scale currents, so that neurons fire and the checks have teeth
+    model.eval()
+    assert measure(model, frames * 4).firing_rate > 0.01
+    image = torch.randn(3, 2, 16, 16) * 4
+    with torch.no_grad():  # the same frame at every step is direct encoding of that frame
+        torch.testing.assert_close(model(image.unsqueeze(1).expand(3, 4, 2, 16, 16)), model(image))
+        reversed_order = model(frames.flip(1) * 4)
+        assert not torch.allclose(reversed_order, model(frames * 4))  # frames are seen in order, not pooled
+    with pytest.raises(ValueError, match="expected 4 frames per sample, got 5"):
+        model(torch.zeros(1, 5, 2, 16, 16))
+
+
+def test_energy_counts_binary_frames_at_the_stem_as_synaptic_operations() -> None:
+    from nas.energy import measure
+
+    model = small_dvs(time_steps=4).eval()
+    frames = (torch.rand(2, 4, 2, 16, 16) < 0.2).float()
+    report = measure(model, frames)
+    stem = next(row for row in report.per_layer if row.role == "encoding")
+    assert (stem.name, stem.input, stem.counted_as, stem.macs) == ("stem.0", "binary", "sops", 0.0)
+    # A 3x3 stride-1 conv with padding 1: each spike reaches (fan-out <= 9 positions) x 8 output channels.
+    assert 0 < stem.sops <= 9 * 8 * frames.sum() / 2 and stem.firing_rate == pytest.approx(float(frames.mean()))
+    assert report.policy["encoding_binary_input"] == "sops" and report.images == 2 and report.time_steps == 4
+    counts = measure(model, frames * 3)  # event counts above 1 are real-valued input: MACs, T times
+    stem = next(row for row in counts.per_layer if row.role == "encoding")
+    assert (stem.input, stem.counted_as, stem.sops) == ("real", "macs", 0.0) and stem.macs == stem.dense_macs

@@ -28,7 +28,7 @@ def test_shipped_space_replays_identically_on_fixed_trial(name: str) -> None:
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=3))
     for _ in range(10):
         trial = study.ask()
-        config = space.sample(trial)
+        config = space.suggest(trial)
         assert space.config_for(trial.params) == config
         study.tell(trial, [0.0, 0.0])
     assert space.objectives == {"val_acc": "max", "energy_uj": "min"}
@@ -47,7 +47,7 @@ def test_twenty_sampled_configs_of_each_shipped_space_build_and_run(name: str) -
     images = torch.randn(2, info.in_chans, info.img_size, info.img_size)
     for _ in range(20):
         trial = study.ask()
-        model = space.build(space.sample(trial), info).eval()
+        model = space.build(space.suggest(trial, info), info).eval()
         with torch.no_grad():
             logits = model(images)
         assert logits.shape == (2, info.num_classes) and torch.isfinite(logits).all(), trial.params
@@ -58,14 +58,14 @@ def test_shipped_spaces_are_conditional_per_stage() -> None:
     space = load_space(SPACES / "snnmlp.py")
     two = optuna.trial.FixedTrial({"stages": 2, "width": 16, "depth0": 1, "depth1": 2, "group0": 2, "group1": 4,
                                    "directions": "hw", "mlp_ratio": 2, "tau_init": 0.3, "vth_init": 0.0})
-    config = space.sample(two)
+    config = space.suggest(two)
     assert config.depths == (1, 2) and config.lif_group == (2, 4) and config.pad_to is None
     hybrid = load_space(SPACES / "hybrid.py")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     families = set()
     for _ in range(30):
         trial = study.ask()
-        hybrid.sample(trial)
+        hybrid.suggest(trial)
         family = trial.params["family"]
         families.add(family)
         assert all(k == "family" or k.startswith(family + ".") for k in trial.params)

@@ -54,7 +54,8 @@ def test_nas_train_reads_a_trial_config_file(space_file: Path, tmp_path: Path,
     [
         (["--params", '{"width": 8'], "--params: not valid JSON"),
         (["--params", "[8]"], "expected a JSON object of params, got list"),
-        (["--params", "{}"], "params do not fit space 'debug': The value of the parameter 'width' is not found"),
+        (["--params", "{}"],
+         "params do not fit space 'debug' on mnist (28x28x1): The value of the parameter 'width' is not found"),
         (["--trial-config", "/nonexistent/arch.json"], "/nonexistent/arch.json: cannot read the trial config"),
     ],
 )

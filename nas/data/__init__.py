@@ -3,7 +3,11 @@
 Public API: :class:`DataInfo`, :func:`list_datasets`, :func:`get_info`, :func:`build`
 (-> :class:`BuildResult`), :func:`make_loaders`, :func:`describe`, :func:`render_info`,
 :func:`check_fields`, :func:`default_data_dir`. FFCV (numba, a few seconds to import) is imported
-only by the functions that read or write .beton files.
+only by the functions that read or write .beton files, tonic only by those that read event files.
+
+Images are stored as uint8 ``[H, W, C]``; event recordings (nmnist, dvsgesture, cifar10dvs) as uint8
+``[T, 2, H, W]`` event counts, binned by event count into the T frames the name asks for
+(``dvsgesture-t8``), and loaded as ``[B, T, 2, H, W]``.
 """
 
 from __future__ import annotations

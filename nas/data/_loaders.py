@@ -1,4 +1,7 @@
-"""FFCV loaders over the cached .beton files: augmentation per dataset, normalisation, subsets."""
+"""FFCV loaders over the cached .beton files: augmentation per dataset, normalisation, subsets.
+
+Images come out as float32 ``[B, C, H, W]``; event data as float32 ``[B, T, 2, H, W]`` event counts.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +29,13 @@ from nas.data._ffcv import (
     ToTensor,
     ToTorchImage,
 )
-from nas.data._registry import DataInfo
+from nas.data._registry import DataInfo, base_name
 from nas.data._sources import stratified_subset
-from nas.data._store import build, check_fields, labels_of
+from nas.data._store import build, check_fields, labels_of, sample_field
 
-# Datasets whose images may be mirrored (digits may not: a mirrored 2 is no 2).
-_FLIP = {"cifar10", "cifar100", "imagefolder"}
+# Datasets whose images may be mirrored (digits may not: a mirrored 2 is no 2, nor a left-hand wave a
+# right-hand one in dvsgesture).
+_FLIP = {"cifar10", "cifar100", "imagefolder", "cifar10dvs"}
 
 
 class NormalizeToCHW(Operation):
@@ -99,10 +103,68 @@ class NormalizeToCHW(Operation):
         return state, AllocationQuery(shape, np.dtype("float32"))
 
 
+class ShiftFrames(Operation):
+    """uint8 event frames ``[T, C, H, W]`` -> the same frames as ``dtype`` (float32 counts for the CPU
+    path, uint8 before ``ToDevice``), optionally shifted by up to ``pad`` pixels (zero fill) and mirrored.
+
+    One JIT (numba) stage, like :class:`NormalizeToCHW`: every frame of a sample gets the same shift and
+    flip, so motion across the frames is kept. Event counts are not normalised: the models take them
+    as the papers do.
+    """
+
+    def __init__(self, pad: int = 0, flip: bool = False, dtype: str = "float32") -> None:
+        super().__init__()
+        if pad < 0:
+            raise ValueError(f"ShiftFrames: pad must be >= 0, got {pad}")
+        self.pad = int(pad)
+        self.flip = bool(flip)
+        self.dtype = np.dtype(dtype)  # float32 for the CPU path, uint8 before ToDevice
+
+    def generate_code(self) -> Any:
+        pad = self.pad
+        flip = self.flip
+        my_range = Compiler.get_iterator()
+
+        def shift(frames: Any, dst: Any) -> Any:
+            n, steps, chans, height, width = frames.shape
+            for i in my_range(n):
+                dy = 0
+                dx = 0
+                mirror = False
+                if pad > 0:
+                    dy = np.random.randint(-pad, pad + 1)
+                    dx = np.random.randint(-pad, pad + 1)
+                if flip:
+                    mirror = np.random.random() < 0.5
+                for t in range(steps):
+                    for c in range(chans):
+                        for y in range(height):
+                            sy = y - dy
+                            for x in range(width):
+                                sx = x - dx
+                                if mirror:
+                                    sx = width - 1 - sx
+                                if 0 <= sy < height and 0 <= sx < width:
+                                    dst[i, t, c, y, x] = frames[i, t, c, sy, sx]
+                                else:
+                                    dst[i, t, c, y, x] = 0
+            return dst[:n]
+
+        shift.is_parallel = True  # type: ignore[attr-defined]
+        return shift
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        shape = tuple(previous_state.shape)
+        state = replace(previous_state, jit_mode=True, dtype=self.dtype)
+        return state, AllocationQuery(shape, self.dtype)
+
+
 class TorchNormalize(Operation):
     """uint8 tensor ``[B, C, H, W]`` -> float32 ``(x - mean) / std`` with torch ops on the tensor's device.
 
     The GPU stage: after ``ToDevice`` and ``ToTorchImage``, so the per-pixel arithmetic runs on the GPU.
+    Event frames ``[B, T, C, H, W]`` go through it too (their ``mean`` 0 and ``std`` 1 make it the
+    conversion to float): the statistics broadcast over the last three axes, channel first.
     """
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
@@ -112,8 +174,8 @@ class TorchNormalize(Operation):
         self.device = torch.device("cpu")
 
     def generate_code(self) -> Any:
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        inv_std = 1.0 / torch.tensor(self.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(-1, 1, 1)
+        inv_std = 1.0 / torch.tensor(self.std, dtype=torch.float32, device=self.device).view(-1, 1, 1)
 
         def normalize(images: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
             out = dst[: images.shape[0]]
@@ -153,7 +215,7 @@ class NasLoader(Loader):
 def augmentation(info: DataInfo) -> tuple[int, bool]:
     """Training augmentation of a dataset as (max shift in pixels, flip): flip + pad-4-style shift
     (1/8 of the side) for CIFAR/ImageNet-like images, a light shift (about 1/14 of the side) for digits."""
-    if info.name in _FLIP:
+    if base_name(info.name) in _FLIP:
         return max(1, info.img_size // 8), True
     return max(1, info.img_size // 14), False
 
@@ -170,6 +232,11 @@ def image_pipeline(
     pad, flip = augmentation(info) if augment else (0, False)
     if torch_normalize is None:
         torch_normalize = device.type != "cpu"
+    if info.time_steps:
+        if not torch_normalize:
+            return [NDArrayDecoder(), ShiftFrames(pad, flip), ToTensor()]
+        return [NDArrayDecoder(), ShiftFrames(pad, flip, "uint8"), ToTensor(),
+                ToDevice(device, non_blocking=True), TorchNormalize(info.mean, info.std)]
     if not torch_normalize:
         # Every JIT stage before ToTensor on CPU (the other order hangs in ffcv 1.0.2).
         return [NDArrayDecoder(), NormalizeToCHW(info.mean, info.std, pad=pad, flip=flip), ToTensor()]
@@ -226,9 +293,10 @@ def make_loaders(
 ) -> tuple[Loader, Loader, DataInfo]:
     """Train and validation FFCV loaders of dataset ``name``, building its .beton files if needed.
 
-    Both yield ``(images, labels)``: float32 ``[B, C, H, W]`` normalised with ``info.mean/std`` and
-    int64 ``[B]``, on ``device``. Train is shuffled (seeded by ``seed``, a new order each epoch)
-    and augmented; validation is sequential, unaugmented and keeps its last partial batch.
+    Both yield ``(images, labels)``: float32 ``[B, C, H, W]`` normalised with ``info.mean/std`` (event
+    data: float32 ``[B, T, 2, H, W]`` event counts) and int64 ``[B]``, on ``device``. Train is shuffled
+    (seeded by ``seed``, a new order each epoch) and augmented; validation is sequential, unaugmented
+    and keeps its last partial batch.
     ``train_subset``/``val_subset`` pick a fixed, seeded, stratified subset of that many samples.
     The yielded tensors live in FFCV's reused buffers: copy a batch to keep it past the next one.
     Order is seeded; the augmentation draws (numba's per-thread RNG, as in FFCV's own ops) are not.
@@ -260,7 +328,7 @@ def make_loaders(
                 seed=seed,
                 indices=indices,
                 pipelines={
-                    "image": image_pipeline(info, dev, augment and train),
+                    sample_field(info): image_pipeline(info, dev, augment and train),
                     "label": label_pipeline(dev),
                 },
                 drop_last=drop_last if train else False,

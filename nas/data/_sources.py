@@ -29,13 +29,18 @@ def expected_layout(name: str) -> str:
 
 @dataclass(frozen=True)
 class RawData:
-    """Images and labels of both splits as read from the source."""
+    """Images and labels of both splits as read from the source.
+
+    Images are uint8 ``[N, H, W, C]``; event data are uint8 frames ``[N, T, 2, H, W]`` and ``frames``
+    records how they were binned (T, method, sensor and frame sizes, events, saturated counts).
+    """
 
     train_x: np.ndarray
     train_y: np.ndarray
     val_x: np.ndarray
     val_y: np.ndarray
     classes: tuple[str, ...]
+    frames: dict[str, object] | None = None
 
 
 def stratified_subset(labels: np.ndarray, count: int, seed: int = SPLIT_SEED) -> np.ndarray:

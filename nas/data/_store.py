@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.data._registry import DataInfo, Splits, load_splits, resolve_src, src_hash
+from nas.data._registry import DataInfo, Splits, canonical_name, load_splits, resolve_src, src_hash
 from nas.errors import NasError
 
 FORMAT_VERSION = 1  # bump when the stored fields or the sidecar change: old caches are then rebuilt
@@ -43,10 +43,21 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "nas" / "data"
 
 
+def sample_field(info: DataInfo) -> str:
+    """Name of the sample field: ``image`` for images, ``frames`` for event data."""
+    return "frames" if info.time_steps else "image"
+
+
 def expected_fields(info: DataInfo) -> dict[str, dict[str, Any]]:
-    """The fields every nas .beton holds: raw uint8 image ``[H, W, C]`` (bit-exact) and an int label."""
-    shape = [info.img_size, info.img_size, info.in_chans]
-    return {"image": {"type": "ndarray", "dtype": "uint8", "shape": shape}, "label": {"type": "int"}}
+    """The fields every nas .beton holds: the raw uint8 sample (bit-exact) and an int label.
+
+    Images are ``image`` ``[H, W, C]``; event data are ``frames`` ``[T, 2, H, W]`` of event counts.
+    """
+    if info.time_steps:
+        shape = [info.time_steps, info.in_chans, info.img_size, info.img_size]
+    else:
+        shape = [info.img_size, info.img_size, info.in_chans]
+    return {sample_field(info): {"type": "ndarray", "dtype": "uint8", "shape": shape}, "label": {"type": "int"}}
 
 
 def _stem(name: str, src: Path | None) -> str:
@@ -139,17 +150,21 @@ class _Samples:
         return self.images[index], int(self.labels[index])
 
 
-def _write_beton(path: Path, images: np.ndarray, labels: np.ndarray, label: str, progress: bool) -> None:
+def _write_beton(
+    path: Path, field: str, images: np.ndarray, labels: np.ndarray, label: str, progress: bool
+) -> None:
     """Write one .beton to a hidden temp file next to ``path`` and move it into place at the end."""
     from tqdm import tqdm
 
     from nas.data._ffcv import IntField, NDArrayField, ffcv
 
-    fields = {"image": NDArrayField(np.dtype("uint8"), tuple(images.shape[1:])), "label": IntField()}
+    fields = {field: NDArrayField(np.dtype("uint8"), tuple(images.shape[1:])), "label": IntField()}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     workers = max(1, min(4, os.cpu_count() or 1, images.shape[0] // 2000 + 1))
-    # The smallest page FFCV allows (2 MiB): each writer process leaves one part-filled page.
-    writer = ffcv.writer.DatasetWriter(str(tmp), fields, page_size=1 << 21, num_workers=workers)
+    # The smallest page FFCV allows (2 MiB): each writer process leaves one part-filled page. A
+    # sample must fit in one page, so long event sequences get the next power of two.
+    page = max(1 << 21, 1 << (int(images[0].nbytes) - 1).bit_length()) if images.shape[0] else 1 << 21
+    writer = ffcv.writer.DatasetWriter(str(tmp), fields, page_size=page, num_workers=workers)
     # DatasetWriter always draws a tqdm bar; its module-level name is the only way to label it or
     # keep it quiet, so it is swapped for this call (under a lock) and restored.
     with _WRITER_LOCK:
@@ -194,11 +209,13 @@ def build(
     """Write ``<stem>-train.beton``, ``<stem>-val.beton`` and the sidecar ``<stem>.json`` into ``out``.
 
     ``stem`` is the dataset name, plus ``-<8 hex>`` of the resolved ``src`` folder for src-based
-    datasets. ``out`` defaults to :func:`default_data_dir`. A build whose sidecar (written last)
+    datasets. ``out`` defaults to :func:`default_data_dir`. Event datasets are read and binned into
+    T frames (the name picks T: ``dvsgesture-t8``) before anything is written. A build whose sidecar (written last)
     matches the files is reused (``cached=True``); anything else is rebuilt. Each file is written
     to a hidden temp file and moved into place, so an interrupted build never leaves a file set
     that a later call would take as complete.
     """
+    name = canonical_name(name)
     src_path = resolve_src(name, src)
     folder = _prepare_out(out)
     stem = _stem(name, src_path)
@@ -214,13 +231,16 @@ def build(
         sidecar.unlink(missing_ok=True)
         for stale in folder.glob(f".{stem}-*.tmp"):  # leftovers of killed builds; we hold the lock
             stale.unlink(missing_ok=True)
-        splits: Splits = load_splits(name, src_path)
+        splits: Splits = load_splits(name, src_path, progress=progress)
         info = splits.info
-        _write_beton(train_path, splits.train_x, splits.train_y, f"{stem} train", progress)
-        _write_beton(val_path, splits.val_x, splits.val_y, f"{stem} val", progress)
+        field = sample_field(info)
+        _write_beton(train_path, field, splits.train_x, splits.train_y, f"{stem} train", progress)
+        _write_beton(val_path, field, splits.val_x, splits.val_y, f"{stem} val", progress)
+        frames = {"frames": splits.frames} if splits.frames is not None else {}
         _write_json(
             sidecar,
             {
+                **frames,
                 "format": FORMAT_VERSION,
                 "dataset": name,
                 "src": str(src_path) if src_path else None,
@@ -244,10 +264,11 @@ def render_build(result: BuildResult) -> str:
             f"{info.name}: cached, nothing to do ({info.train_count:,} train / {info.val_count:,} val "
             f"in {result.train_path.parent})"
         )
+    what = "event recordings as frames" if info.time_steps else "images"
     return "\n".join(
         [
-            f"{info.name}: wrote {info.train_count:,} train / {info.val_count:,} val images, "
-            f"{info.img_size}x{info.img_size}x{info.in_chans}, {info.num_classes} classes",
+            f"{info.name}: wrote {info.train_count:,} train / {info.val_count:,} val {what}, "
+            f"{info.shape_text()}, {info.num_classes} classes",
             f"  train {result.train_path}",
             f"  val   {result.val_path}",
         ]
@@ -382,6 +403,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "classes": list(info.classes) if info else [],
         "img_size": info.img_size if info else None,
         "in_chans": info.in_chans if info else None,
+        "time_steps": info.time_steps if info else None,
+        "frames": sidecar.get("frames") if sidecar else None,
         "cache_valid": None,
     }
     if "label" in fields and fields["label"]["type"] == "int":
@@ -427,6 +450,10 @@ def render_info(description: dict[str, Any]) -> str:
     if classes:
         shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
         table.add_row("classes", escape(shown))
+    frames = description.get("frames")
+    if frames:
+        table.add_row("frames", escape(f"T={frames['time_steps']} binned by {frames['binning']}; "
+                                       f"{frames['saturated_counts']} counts saturated at 255"))
     counts = description.get("label_counts")
     if counts:
         table.add_row("label counts", " ".join(f"{k}:{v}" for k, v in counts.items()))

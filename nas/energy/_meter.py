@@ -27,7 +27,8 @@ COUNTING_CONVENTION = (
     "input spikes of their fan-out (= firing rate x T x dense MACs); one whose input is real counts its dense "
     "MACs every time it runs: T times when it runs on the [T*B] batch, once when the model computes it before "
     "repeating over time (the nas zoo's stems do; the SpikingResformer reference code runs its stem per step "
-    "and does not count it at all). A spike x spike product "
+    "and does not count it at all). The encoding (first) layer follows the same rule when it is counted: MACs "
+    "for real input (images, event counts above 1), SOPs for binary input (0/1 event frames). A spike x spike product "
     "counts coincidences (one accumulate per pair of spikes that meet). Binary means every value is 0 or 1, "
     "decided from the actual input tensor (an all-zero tensor is binary with no spikes). Counted operators: "
     "nn.Conv1d/2d/3d, nn.Linear and nas.snn.layers.Matmul modules; BN, neuron updates, pooling, residual "
@@ -44,6 +45,8 @@ def counting_policy(count_encoding: bool = True, count_classifier: str = "auto")
         raise ValueError(f"count_classifier must be one of {', '.join(_CLASSIFIER_MODES)}, got {count_classifier!r}")
     return {
         "encoding": "macs" if count_encoding else "exclude",
+        # A first layer fed by 0/1 event frames accumulates, like any layer fed by spikes.
+        "encoding_binary_input": "sops" if count_encoding else "exclude",
         "classifier": count_classifier,
         "real_input_macs": "every time the layer runs",
         "spike_x_spike": "coincidences",
@@ -384,7 +387,8 @@ class EnergyMeter:
             if module in self._encoding:
                 role = "encoding"
                 excluded = not self.count_encoding
-                macs, sops = (0.0, 0.0) if excluded else (acc.dense_macs, 0.0)
+                # real input (every image) -> dense MACs; binary input (0/1 event frames) -> SOPs
+                macs, sops = (0.0, 0.0) if excluded else (acc.real_macs, acc.sops)
             elif module is classifier:
                 role = "classifier"
                 excluded = self.count_classifier == "exclude"

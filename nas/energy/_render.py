@@ -53,7 +53,9 @@ def render_table(report: EnergyReport) -> str:
         + (f"   memory {_si(report.memory_bytes)} bytes" if prof.e_memory_pj_per_byte else ""),
         f"profile {prof.name}: E_MAC {prof.e_mac_pj} pJ, E_AC {prof.e_ac_pj} pJ{memory}"
         + (f" ({prof.description})" if prof.description else ""),
-        f"policy: encoding layer {policy['encoding']} ({', '.join(policy.get('encoding_layers') or ['none'])}), "
+        f"policy: encoding layer {policy['encoding']}"
+        + (", sops for binary input" if policy.get("encoding_binary_input") == "sops" else "")
+        + f" ({', '.join(policy.get('encoding_layers') or ['none'])}), "
         f"classifier {policy['classifier']} ({policy.get('classifier_layer') or 'none'}); "
         "real-input MACs counted every time the layer runs",
     ]

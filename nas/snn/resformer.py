@@ -7,6 +7,7 @@ spikes. Both products between activations in DSSA go through :class:`~nas.snn.la
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,8 +30,18 @@ from nas.snn.layers import (
 )
 from nas.snn.neuron import NeuronConfig, make_neuron, reset_states
 
-_STEMS = ("imagenet", "cifar", "conv_pool")
+# Each stem and how much it shrinks the image: 7x7 s2 conv + 3x3 s2 max-pool; 3x3 s1 conv; 3x3 conv + 2x2 max-pool.
+STEM_REDUCTION = {"imagenet": 4, "cifar": 1, "conv_pool": 2}
+_STEMS = tuple(STEM_REDUCTION)
 _SCALINGS = ("rate", "fixed", "none")
+
+
+def stem_for(img_size: int, max_first: int = 16) -> str:
+    """The stem with the least reduction that leaves a first stage of at most ``max_first`` per side
+    (28 -> ``"conv_pool"``, 14), or the one that reduces most when none does (224 -> ``"imagenet"``, 56)."""
+    fitting = sorted((r, name) for name, r in STEM_REDUCTION.items() if img_size % r == 0)
+    small = [name for r, name in fitting if img_size // r <= max_first]
+    return small[0] if small else fitting[-1][1]
 
 
 def _resformer_neuron() -> NeuronConfig:
@@ -95,7 +106,7 @@ class SpikingResformerConfig:
                     f"group_size {self.group_size} does not divide the FFN width {hidden} of stage {i} "
                     f"(planes[{i}] * ffn_ratio)"
                 )
-        reduction = {"imagenet": 4, "cifar": 1, "conv_pool": 2}[self.stem]
+        reduction = STEM_REDUCTION[self.stem]
         if self.img_size % reduction:
             raise ValueError(f"img_size {self.img_size} is not divisible by the {self.stem!r} stem's reduction")
         for i, (r, p) in enumerate(zip(self.stage_resolutions(), self.patch_sizes, strict=True)):
@@ -104,7 +115,7 @@ class SpikingResformerConfig:
 
     def stage_resolutions(self) -> tuple[int, ...]:
         """Side of the feature map in each stage."""
-        first = self.img_size // {"imagenet": 4, "cifar": 1, "conv_pool": 2}[self.stem]
+        first = self.img_size // STEM_REDUCTION[self.stem]
         return halving_resolutions(first, len(self.planes), round_up=True)  # 3x3 stride-2 convs, padding 1
 
     @classmethod
@@ -217,14 +228,21 @@ class Downsample(nn.Module):
 
 
 class SpikingResformer(nn.Module):
-    """SpikingResformer built from a :class:`SpikingResformerConfig`; ``forward`` maps
-    ``[B, C, H, W]`` to logits averaged over the ``time_steps`` steps of direct encoding."""
+    """SpikingResformer built from a :class:`SpikingResformerConfig`; ``forward`` maps images
+    ``[B, C, H, W]`` (direct encoding: the same image at every step) or frame sequences
+    ``[B, T, C, H, W]`` (event data: one frame a step) to logits averaged over the ``time_steps`` steps.
+
+    Built for event data (``data_info.time_steps`` > 0), the model's T is the data's.
+    """
 
     family = "resformer"
 
     def __init__(self, config: SpikingResformerConfig, data_info: object | None = None) -> None:
         super().__init__()
         cfg: SpikingResformerConfig = apply_data_info(config, data_info)  # type: ignore[assignment]
+        frames = int(getattr(data_info, "time_steps", 0) or 0)
+        if frames:
+            cfg = dataclasses.replace(cfg, time_steps=frames)
         self.config = cfg
         self.time_steps = cfg.time_steps
         c1 = cfg.planes[0]
@@ -252,6 +270,13 @@ class SpikingResformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reset_states(self)
-        # The stem is stateless and sees the same image at every step: compute it once.
-        x = self.stages(repeat_time(self.stem(x), self.time_steps))
+        if x.dim() == 5:
+            if x.shape[1] != self.time_steps:
+                raise ValueError(f"expected {self.time_steps} frames per sample, got {x.shape[1]} ([B, T, C, H, W])")
+            # One frame a step: the stem runs on every frame, time folded into the batch.
+            frames = x.transpose(0, 1)
+            x = self.stages(self.stem(frames.flatten(0, 1)).unflatten(0, tuple(frames.shape[:2])))
+        else:
+            # The stem is stateless and sees the same image at every step: compute it once.
+            x = self.stages(repeat_time(self.stem(x), self.time_steps))
         return self.head(x.mean((3, 4))).mean(0)
