@@ -28,7 +28,7 @@ def pick(space, count: int, seed: int) -> dict[str, dict]:
     sized = []
     for _ in range(count):
         trial = study.ask()
-        config = space.sample(trial)
+        config = space.suggest(trial, info)
         model = space.build(config, info)
         sized.append((sum(p.numel() for p in model.parameters()), dict(trial.params)))
         study.tell(trial, 0.0)

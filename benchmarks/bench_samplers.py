@@ -48,7 +48,7 @@ def run_one(space: TableSpace, sampler_name: str, seed: int, budget: int) -> tup
     names = list(objectives)
     study = optuna.create_study(directions=["maximize" if d == "max" else "minimize" for d in objectives.values()],
                                 sampler=make_sampler(sampler_name, seed=seed))
-    searcher = OptunaMultiObjectiveSearcher(study=study, sample=space.space.sample, objectives=objectives,
+    searcher = OptunaMultiObjectiveSearcher(study=study, sample=space.space.suggest, objectives=objectives,
                                             max_epochs=1, max_trials=budget)
     tracker = HypervolumeTracker(list(objectives.values()), [table.reference[n] for n in names])
     curve = []

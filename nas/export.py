@@ -301,7 +301,7 @@ def _model_for(record: TrialRecord, space: Any, info: Any, handle: Any, retrain_
         return model, _search_epochs(record)
     # Same seed as the search's trainable, so a retrain for the search's epochs repeats the trial.
     torch.manual_seed(int(settings["seed"]) + record.number)
-    model = space.build(space.config_for(record.params), info)
+    model = space.build(space.config_for(record.params, info), info)
     trainer = CandidateTrainer(model, train_loader, val_loader, space.recipe, epochs=retrain_epochs)
     # Only the last epoch's weights are exported and measured: skip the trainer's per-epoch evaluation.
     while trainer.epoch < trainer.total_epochs:
@@ -363,7 +363,7 @@ def _write_folder(folder: Path, model: nn.Module, record: TrialRecord, *, space:
     else:
         onnx_entry = {"file": None, "reason": onnx.reason}
 
-    resolved = getattr(model, "config", None) or space.config_for(record.params)
+    resolved = getattr(model, "config", None) or space.config_for(record.params, info)
     profile = get_profile(settings["energy_profile"])
     arch = {
         "format_version": FORMAT_VERSION,
@@ -378,7 +378,7 @@ def _write_folder(folder: Path, model: nn.Module, record: TrialRecord, *, space:
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "time_steps": int(getattr(model, "time_steps", 1)),
         "model_config": _jsonable(resolved),
-        "input_shape": [info.in_chans, info.img_size, info.img_size],
+        "input_shape": [*([info.time_steps] if info.time_steps else []), info.in_chans, info.img_size, info.img_size],
         "dataset": {"name": settings["dataset"], "src": settings.get("data_src"), "info": info.to_dict()},
         "evaluation": {k: settings.get(k) for k in ("dataset", "batch_size", "val_subset", "seed", "energy_images")},
         "recipe": _jsonable(space.recipe.to_dict()),
@@ -664,7 +664,8 @@ def _register(handle: Any, results: list[ExportedModel], models: dict[int, nn.Mo
     from nas.search.pareto import knee_index
     from nas.tracking import RegistryEntry, register_models, trial_model_uri
 
-    example = np.zeros((1, info.in_chans, info.img_size, info.img_size), dtype=np.float32)
+    steps = (info.time_steps,) if info.time_steps else ()  # event frames: [1, T, C, H, W]
+    example = np.zeros((1, *steps, info.in_chans, info.img_size, info.img_size), dtype=np.float32)
     entries = []
     for result in results:
         # The search's own logged model is reused when the weights are the trial's; a retrained (or
@@ -722,8 +723,8 @@ def load(path: str | Path) -> nn.Module:
         info = DataInfo.from_dict(arch["dataset"]["info"])
     except (KeyError, TypeError, ValueError) as error:
         raise NasError(f"{folder / ARCH_FILE}: dataset.info is invalid ({error})") from None
-    model = space.build(space.config_for(arch["params"]), info)
-    resolved = _jsonable(getattr(model, "config", None) or space.config_for(arch["params"]))
+    model = space.build(space.config_for(arch["params"], info), info)
+    resolved = _jsonable(getattr(model, "config", None) or space.config_for(arch["params"], info))
     if resolved != arch["model_config"]:
         raise NasError(f"{folder / SPACE_FILE}: its params {arch['params']} no longer build the exported "
                        "architecture (model_config differs from arch.json)")

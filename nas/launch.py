@@ -97,7 +97,8 @@ def _log_front_models(prepared: Any, tracker: Any, result: SearchResult) -> None
     from nas.search.weights import load_trial_model, trial_weights_path
 
     info = get_info(prepared.dataset, src=prepared.options.data_src)
-    example = np.zeros((1, info.in_chans, info.img_size, info.img_size), dtype=np.float32)
+    steps = (info.time_steps,) if info.time_steps else ()  # event frames: [1, T, C, H, W]
+    example = np.zeros((1, *steps, info.in_chans, info.img_size, info.img_size), dtype=np.float32)
     for record in result.front:
         weights = trial_weights_path(prepared.search_dir, record.number)
         if weights.is_file():

@@ -176,14 +176,8 @@ class SearchSpace:
         return self.suggest(optuna.trial.FixedTrial(dict(params)), data_info)
 
     def build_model(self, params: Mapping[str, Any], data_info: DataInfo) -> Any:
-        """The config of ``params`` for the space's own dataset, built for ``data_info``.
-
-        This is the replay ``nas.train.build_candidate`` does today (``config_for(params)``, then
-        ``build``), so weights a search trained load into it. Once ``build_candidate`` replays with the
-        data (``config_for(params, info)``), its callers move to ``build(config_for(params, data_info),
-        data_info)`` with it; until then both must agree.
-        """
-        return self.build(self.config_for(params), data_info)
+        """The model of ``params`` sized for ``data_info``: the replay ``nas.train.build_candidate`` does."""
+        return self.build(self.config_for(params, data_info), data_info)
 
     def check_fits(self, data_info: DataInfo, *, samples: int = 8, seed: int = 0) -> None:
         """Raise ``NasError`` in one line unless ``samples`` random configs for ``data_info`` draw and build.

@@ -336,7 +336,7 @@ def build_candidate(
     all go through it, so a candidate trains the same way wherever it runs.
     """
     train_loader, val_loader, info = loaders
-    config = space.config_for(params)
+    config = space.config_for(params, info)
     torch.manual_seed(seed)
     model = space.build(config, info)
     trainer = CandidateTrainer(model, train_loader, val_loader, recipe or space.recipe,

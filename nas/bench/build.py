@@ -47,7 +47,7 @@ def sample_architectures(space: Any, count: int, seed: int) -> list[dict[str, An
             raise NasError(f"space {space.name!r} gave only {len(out)} distinct architectures in {draws - 1} random "
                            f"draws; ask for fewer than {count}")
         trial = study.ask()
-        space.sample(trial)
+        space.suggest(trial)  # the table's dataset is the space's own (mnist for the shipped spaces)
         key = json.dumps(trial.params, sort_keys=True)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         if key not in seen:

@@ -166,7 +166,7 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
     scheduler = make_scheduler(settings.scheduler, objectives=objectives, max_t=table.epochs,
                                grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
     searcher = OptunaMultiObjectiveSearcher(
-        study=study, sample=space.space.sample, objectives=objectives, max_epochs=table.epochs,
+        study=study, sample=space.space.suggest, objectives=objectives, max_epochs=table.epochs,
         max_trials=settings.max_trials, stopped_by_scheduler=scheduler.stopped_trials.__contains__,
         identity=space.identity, untried=space.untried,
     )

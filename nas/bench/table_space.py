@@ -61,7 +61,7 @@ class TableSpace:
             quiet += 1
             study.enqueue_trial(params)
             trial = study.ask()
-            self.space.sample(trial)
+            self.space.suggest(trial)
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             for name, dist in trial.distributions.items():
                 if name in seen:

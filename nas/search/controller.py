@@ -10,6 +10,7 @@ this one process.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import shutil
@@ -112,6 +113,7 @@ class PreparedSearch:
     concurrency: int
     cpus_per_trial: float
     ray_address: str | None
+    data_info: Any = None  # nas.data.DataInfo of the searched dataset: every config is sized for it
     started_ray: bool = False
     counting_policy: dict[str, Any] = field(default_factory=dict)
 
@@ -179,7 +181,8 @@ def prepare_search(options: SearchOptions,
     trials = options.trials or space.trials
     epochs = options.epochs or space.epochs
     dataset = options.dataset or space.dataset
-    _check_dataset(dataset, options.data_src)
+    data_info = _check_dataset(dataset, options.data_src)
+    space.check_fits(data_info)  # a space that cannot fit the data: one line, before anything is written
 
     ray_address = _check_ray_address(options.address)
     storage_url = options.storage or store.default_storage_url(root)
@@ -240,7 +243,7 @@ def prepare_search(options: SearchOptions,
     return PreparedSearch(
         options=options, space=space, name=name, root=root, search_dir=search_dir, storage_url=storage_url,
         tracking_uri=tracking_uri, study=study, trials=trials, epochs=epochs, dataset=dataset,
-        concurrency=concurrency, cpus_per_trial=cpus_per_trial, ray_address=ray_address,
+        concurrency=concurrency, cpus_per_trial=cpus_per_trial, ray_address=ray_address, data_info=data_info,
     )
 
 
@@ -287,10 +290,10 @@ def _merge_saved(options: SearchOptions, saved: dict[str, Any]) -> SearchOptions
     return merged
 
 
-def _check_dataset(name: str, src: str | None) -> None:
+def _check_dataset(name: str, src: str | None) -> Any:
     from nas.data import get_info
 
-    get_info(name, src=src)  # raises NasError listing the known datasets
+    return get_info(name, src=src)  # raises NasError listing the known datasets
 
 
 def _check_ray_address(address: str | None) -> str | None:
@@ -633,7 +636,7 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
                                grace_period=options.grace_period, reduction_factor=options.reduction_factor)
     searcher = OptunaMultiObjectiveSearcher(
         study=study,
-        sample=space.sample,
+        sample=functools.partial(space.suggest, data_info=prepared.data_info),
         objectives=dict(space.objectives),
         max_epochs=prepared.epochs,
         constraints=space.constraint_values if space.constraints else None,

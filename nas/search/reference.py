@@ -56,7 +56,7 @@ def space_reference(space: Any, *, data_info: Any = None, data_src: str | None =
         data_info = get_info(space.dataset, src=data_src)
     measure = _Saturation(space, data_info)
     worst = {m: 0.0 for m in wanted}
-    for params in _random_params(space, samples, seed):
+    for params in _random_params(space, samples, seed, data_info):
         try:
             measured = measure(params)
         except Exception:  # noqa: BLE001 - a user's build may raise anything here; that config is skipped
@@ -68,7 +68,7 @@ def space_reference(space: Any, *, data_info: Any = None, data_src: str | None =
     for m in wanted:
         # Coordinate ascent per metric: the costliest architecture in energy need not have the most params.
         start = max(measure.seen, key=lambda key: measure.seen[key][_SATURATED[m]])
-        worst[m] = max(worst[m], _ascend(space, measure, dict(start), _SATURATED[m], seed))
+        worst[m] = max(worst[m], _ascend(space, measure, dict(start), _SATURATED[m], seed, data_info))
     for m in wanted:
         reference[m] = MARGIN * float(worst[m]) if worst[m] > 0 else 1.0
     return reference
@@ -84,7 +84,9 @@ class _Saturation:
         self.info = data_info
         generator = torch.Generator().manual_seed(0)
         # Two real-valued images: the meter must see the input as real, and BatchNorm in eval mode is fine.
-        self.images = torch.randn(2, data_info.in_chans, data_info.img_size, data_info.img_size, generator=generator)
+        steps = (data_info.time_steps,) if getattr(data_info, "time_steps", 0) else ()  # event frames [B, T, C, H, W]
+        self.images = torch.randn(2, *steps, data_info.in_chans, data_info.img_size, data_info.img_size,
+                                  generator=generator)
         self.seen: dict[tuple[tuple[str, Any], ...], dict[str, float]] = {}
 
     def __call__(self, params: Mapping[str, Any]) -> dict[str, float]:
@@ -94,7 +96,7 @@ class _Saturation:
 
         key = tuple(sorted(params.items()))
         if key not in self.seen:
-            model = self.space.build(self.space.config_for(dict(params)), self.info)
+            model = self.space.build(self.space.config_for(dict(params), self.info), self.info)
             with torch.no_grad():
                 report = saturated_report(model, self.images, self.space.recipe.energy_profile)
             self.seen[key] = {"energy_uj": report.energy_uj, "sops": report.sops, "macs": report.macs,
@@ -102,7 +104,7 @@ class _Saturation:
         return self.seen[key]
 
 
-def _random_params(space: Any, count: int, seed: int) -> list[dict[str, Any]]:
+def _random_params(space: Any, count: int, seed: int, data_info: Any) -> list[dict[str, Any]]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -110,7 +112,7 @@ def _random_params(space: Any, count: int, seed: int) -> list[dict[str, Any]]:
     out = []
     for _ in range(count):
         trial = study.ask()
-        space.sample(trial)
+        space.suggest(trial, data_info)
         out.append(dict(trial.params))
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     return out
@@ -125,7 +127,8 @@ def _choices(distribution: Any) -> list[Any]:
     return [distribution.low, distribution.high]
 
 
-def _ascend(space: Any, measure: _Saturation, params: dict[str, Any], field: str, seed: int) -> float:
+def _ascend(space: Any, measure: _Saturation, params: dict[str, Any], field: str, seed: int, data_info: Any
+            ) -> float:
     """Raise ``field`` one parameter at a time until no single change raises it (define-by-run aware)."""
     import optuna
 
@@ -134,12 +137,12 @@ def _ascend(space: Any, measure: _Saturation, params: dict[str, Any], field: str
     improved = True
     while improved:
         improved = False
-        distributions = _distributions(space, study, params)
+        distributions = _distributions(space, study, params, data_info)
         for name, distribution in distributions.items():
             for value in _choices(distribution):
                 if params.get(name) == value:
                     continue
-                candidate = _complete(space, study, {**params, name: value})
+                candidate = _complete(space, study, {**params, name: value}, data_info)
                 if candidate is None:
                     continue
                 try:
@@ -151,24 +154,24 @@ def _ascend(space: Any, measure: _Saturation, params: dict[str, Any], field: str
     return best
 
 
-def _distributions(space: Any, study: Any, params: dict[str, Any]) -> dict[str, Any]:
+def _distributions(space: Any, study: Any, params: dict[str, Any], data_info: Any) -> dict[str, Any]:
     import optuna
 
     study.enqueue_trial(params)
     trial = study.ask()
-    space.sample(trial)
+    space.suggest(trial, data_info)
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     return dict(trial.distributions)
 
 
-def _complete(space: Any, study: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+def _complete(space: Any, study: Any, params: dict[str, Any], data_info: Any) -> dict[str, Any] | None:
     """The params a define-by-run ``sample`` actually uses given these values (new branches drawn at random)."""
     import optuna
 
     study.enqueue_trial(params, skip_if_exists=False)
     trial = study.ask()
     try:
-        space.sample(trial)
+        space.suggest(trial, data_info)
     except ValueError:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return None  # an invalid combination of this space
