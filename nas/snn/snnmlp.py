@@ -24,6 +24,8 @@ from nas.snn.layers import (
     config_from_dict,
     halving_resolutions,
 )
+from nas.snn.neuron import fused_kernels_enabled
+from nas.snn.scan import spatial_lif_scan
 
 _NORMS = ("groupnorm", "batchnorm")
 _DIRECTIONS = ("h", "w", "hw")
@@ -122,6 +124,7 @@ class SpatialLIF(nn.Module):
     ``u = tau * m + x``, the output is ``u`` where ``u > V_th`` and ``V_th`` elsewhere, and the carried
     state ``m`` is reset to 0 where it fired. The last ``L mod group`` positions pass through.
     ``tau`` and ``V_th`` are learnable scalars; the threshold decision gets no gradient (no surrogate).
+    Runs :func:`nas.snn.scan.spatial_lif_scan`: a fused kernel on CPU, the torch loop elsewhere.
     """
 
     def __init__(
@@ -148,30 +151,11 @@ class SpatialLIF(nn.Module):
             self.v_threshold = nn.Parameter(vth)
         else:
             self.register_buffer("v_threshold", vth)
+        # The fused CPU kernel (nas.snn.scan) unless built inside fused_kernels(False).
+        self.fused = fused_kernels_enabled()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.group
-        length = x.shape[self.dim]
-        windows = length // s if s >= 1 else 0
-        if windows == 0:
-            return x
-        d = self.dim
-        main = x.narrow(d, 0, windows * s)
-        # Windows become a batch axis, so the loop runs over the s positions only.
-        shape = tuple(main.shape[:d]) + (windows, s) + tuple(main.shape[d + 1 :])
-        steps = main.reshape(shape).unbind(d + 1)
-        tau, vth = self.tau, self.v_threshold
-        outs = []
-        m: torch.Tensor | None = None
-        for xj in steps:
-            u = xj if m is None else tau * m + xj
-            fired = u > vth
-            outs.append(torch.where(fired, u, vth))
-            m = u.masked_fill(fired, 0.0)
-        y = torch.stack(outs, d + 1).reshape(main.shape)
-        if windows * s < length:
-            y = torch.cat([y, x.narrow(d, windows * s, length - windows * s)], d)
-        return y
+        return spatial_lif_scan(x, self.tau, self.v_threshold, self.group, self.dim, fused=self.fused)
 
     def extra_repr(self) -> str:
         return f"group={self.group}, dim={self.dim}"
