@@ -16,8 +16,9 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 
 from nas.snn import NeuronConfig, reset_states
+from nas.snn.fastpath import cpu_fast_paths
 from nas.snn.fused import FusedIFNode, FusedLIFNode, FusedParametricLIFNode
-from nas.snn.neuron import fused_kernels, make_neuron
+from nas.snn.neuron import make_neuron
 from nas.snn.scan import spatial_lif_reference, spatial_lif_scan
 
 SIGMOID_ATOL = 2e-6
@@ -149,7 +150,7 @@ def test_no_grad_forward_matches_and_keeps_no_graph() -> None:
 
 
 def test_make_neuron_builds_spikingjelly_nodes_on_request() -> None:
-    with fused_kernels(False):
+    with cpu_fast_paths(False):
         plain = [make_neuron(NeuronConfig(kind=k)) for k in ("lif", "plif", "if")]
     assert [type(n) for n in plain] == [neuron.LIFNode, neuron.ParametricLIFNode, neuron.IFNode]
     fused = [make_neuron(NeuronConfig(kind=k)) for k in ("lif", "plif", "if")]
@@ -222,7 +223,7 @@ def _train_briefly(cfg: object, images: torch.Tensor, labels: torch.Tensor, fuse
     from nas.snn import MixerSNN
 
     torch.manual_seed(1)
-    with fused_kernels(fused):
+    with cpu_fast_paths(fused):
         model = MixerSNN(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
@@ -237,3 +238,21 @@ def _train_briefly(cfg: object, images: torch.Tensor, labels: torch.Tensor, fuse
     with torch.no_grad():
         acc = (model(images).argmax(1) == labels).float().mean().item()
     return losses, acc
+
+
+@pytest.mark.parametrize("pool_args", [(2,), (3, 2, 1)])
+def test_channels_last_max_pool_matches_nchw_pool_with_ties(pool_args: tuple[int, ...]) -> None:
+    from nas.snn.layers import MaxPool2d
+
+    fast = MaxPool2d(*pool_args)
+    with cpu_fast_paths(False):
+        plain = MaxPool2d(*pool_args)
+    torch.manual_seed(5)
+    for data in (torch.randn(4, 5, 13, 12), torch.randint(0, 3, (4, 5, 13, 12)).float()):  # many ties
+        a, b = data.clone().requires_grad_(), data.clone().requires_grad_()
+        ya, yb = fast(a), plain(b)
+        assert torch.equal(ya, yb) and ya.is_contiguous()
+        g = torch.randn(ya.shape)
+        ya.backward(g)
+        yb.backward(g)
+        assert torch.equal(a.grad, b.grad)

@@ -16,15 +16,19 @@ Conventions (all arrays float32, C-contiguous, the time axis first):
 - fire: ``s = (h - th >= 0)``; reset: hard ``v = s * r + (1 - s) * h``, soft ``v = h - s * th``.
 - An optional array argument is passed as an empty array when absent (one compiled signature).
 
-Speed notes (measured on the 2-core AMD EPYC, 1 thread): the drivers walk the elements in blocks of
-``_BLOCK`` so that a block's state and recomputed potentials stay in cache while the T rows stream
-through, and call row functions, because LLVM vectorises a row loop only as a function of its own
-(inside the T loop it gave up) and only with ``error_model="numpy"`` (numba's default tests every float
-division for a zero divisor, a branch the vectoriser cannot take). The forward kernel takes the
-neuron's settings as run-time flags (no measurable cost); the backward is built per (mode, reset,
-detach, surrogate), because with those as run-time flags LLVM kept several variants' work in the loop
-(1.3-2x slower). So a process compiles one forward and one backward per neuron configuration it uses,
-whatever the architecture, and ``cache=True`` keeps them on disk for the next process.
+Speed notes (measured on the 2-core AMD EPYC, 1 thread):
+
+- The kernels are built per neuron configuration (mode, reset, and for the backward detach and
+  surrogate), as closures whose settings numba compiles as constants: with run-time flags LLVM could
+  not unswitch them all and left loops scalar or carrying every variant's work (soft reset forward 5x,
+  backward 1.3-2x slower). A process compiles the configurations it meets, whatever the architecture,
+  and ``cache=True`` keeps them on disk (closures over plain constants cache; over another compiled
+  function they would not, hence the ``inline="always"`` helpers instead of row functions).
+- Elements go in blocks of ``_BLOCK`` so that a block's state and recomputed potentials stay in cache
+  while the T rows stream through. Rows are sliced as ``a[t, i0:i1]``: a row taken as ``a[t]`` with a
+  reversed ``t`` left the loop scalar (12x slower).
+- ``error_model="numpy"``: numba's default tests every float division for a zero divisor, a branch
+  the vectoriser cannot take.
 """
 
 from __future__ import annotations
@@ -128,23 +132,33 @@ def _reset(h: float, spike: float, hard: bool, th: float, vr: float) -> float:
     return h - spike * th
 
 
-@numba.njit(**_JIT)
-def _forward_row(x, v, spikes, h_out, v_before, mode, decay, th, vr, hard):  # type: ignore[no-untyped-def]
-    """One step of a row; each output is skipped when passed empty."""
-    for i in range(x.shape[0]):
-        vi = v[i]
-        if v_before.shape[0] > 0:
-            v_before[i] = vi
-        h = _charge(vi, x[i], mode, decay, vr)
-        spike = _ONE if h - th >= _ZERO else _ZERO
-        if spikes.shape[0] > 0:
-            spikes[i] = spike
-        if h_out.shape[0] > 0:
-            h_out[i] = h
-        v[i] = _reset(h, spike, hard, th, vr)
+@numba.njit(inline="always", **_JIT)
+def _steps_forward(  # type: ignore[no-untyped-def]
+    x, i0, i1, v, spikes, h_out, v_before, mode, decay, th, vr, hard, write_spikes, write_scratch, write_v
+):
+    """Run the elements ``i0:i1`` of ``x [T, N]`` from the state ``v [i1 - i0]`` (updated in place).
+    Writes, where asked (constants at the call site), ``spikes[:, i0:i1]`` and, into the block
+    scratches ``[T, >= i1 - i0]``, the charged potentials and the state before each step."""
+    m = i1 - i0
+    for t in range(x.shape[0]):
+        x_row = x[t, i0:i1]
+        s_row = spikes[t, i0:i1] if write_spikes else x_row[0:0]
+        h_row = h_out[t, 0:m] if write_scratch else x_row[0:0]
+        vb_row = v_before[t, 0:m] if write_v else x_row[0:0]
+        for i in range(m):
+            vi = v[i]
+            if write_v:
+                vb_row[i] = vi
+            h = _charge(vi, x_row[i], mode, decay, vr)
+            spike = _ONE if h - th >= _ZERO else _ZERO
+            if write_spikes:
+                s_row[i] = spike
+            if write_scratch:
+                h_row[i] = h
+            v[i] = _reset(h, spike, hard, th, vr)
 
 
-@numba.njit(**_JIT)
+@numba.njit(inline="always", **_JIT)
 def _initial_state(v, v0, v0_fill):  # type: ignore[no-untyped-def]
     if v0.shape[0] > 0:
         v[:] = v0
@@ -152,18 +166,34 @@ def _initial_state(v, v0, v0_fill):  # type: ignore[no-untyped-def]
         v[:] = v0_fill
 
 
-@numba.njit(**_JIT)
-def forward(x, v0, v0_fill, mode, decay, th, vr, hard, spikes, v_out):  # type: ignore[no-untyped-def]
-    """Charge, fire and reset ``x [T, N]`` from ``v0 [N]`` (or the constant ``v0_fill`` when ``v0`` is
-    empty); writes ``spikes [T, N]`` and the final state ``v_out [N]``."""
-    steps, n = x.shape
-    none = x[0, 0:0]
-    for i0 in range(0, n, _BLOCK):
-        i1 = min(i0 + _BLOCK, n)
-        v = v_out[i0:i1]
-        _initial_state(v, v0[i0:i1] if v0.shape[0] > 0 else v0, v0_fill)
-        for t in range(steps):
-            _forward_row(x[t, i0:i1], v, spikes[t, i0:i1], none, none, mode, decay, th, vr, hard)
+_FORWARD: dict[tuple[int, bool], object] = {}
+
+
+def forward_kernel(mode: int, hard: bool):  # type: ignore[no-untyped-def]
+    """The forward kernel of one neuron configuration (built on first use, then kept).
+
+    ``kernel(x, v0, v0_fill, decay, th, vr, spikes, v_out)`` charges, fires and resets ``x [T, N]`` from
+    ``v0 [N]`` (or the constant ``v0_fill`` when ``v0`` is empty), writing ``spikes [T, N]`` and the
+    final state ``v_out [N]``.
+    """
+    key = (mode, hard)
+    kernel = _FORWARD.get(key)
+    if kernel is None:
+        kernel = _FORWARD[key] = _build_forward(mode, hard)
+    return kernel
+
+
+def _build_forward(mode: int, hard: bool):  # type: ignore[no-untyped-def]
+    @numba.njit(**_JIT)
+    def kernel(x, v0, v0_fill, decay, th, vr, spikes, v_out):  # type: ignore[no-untyped-def]
+        n = x.shape[1]
+        for i0 in range(0, n, _BLOCK):
+            i1 = min(i0 + _BLOCK, n)
+            v = v_out[i0:i1]
+            _initial_state(v, v0[i0:i1] if v0.shape[0] > 0 else v0, v0_fill)
+            _steps_forward(x, i0, i1, v, spikes, x, x, mode, decay, th, vr, hard, True, False, False)
+
+    return kernel
 
 
 @numba.njit(inline="always", **_JIT)
@@ -225,9 +255,7 @@ def _build_backward(mode: int, hard: bool, detach: bool, surrogate: int):  # typ
             m = i1 - i0
             state = state_block[:m]
             _initial_state(state, v0[i0:i1] if v0.shape[0] > 0 else v0, v0_fill)
-            for t in range(steps):
-                v_row = v_block[t, :m] if plif else none
-                _forward_row(x[t, i0:i1], state, none, h_block[t, :m], v_row, mode, decay, th, vr, hard)
+            _steps_forward(x, i0, i1, state, x, h_block, v_block, mode, decay, th, vr, hard, False, True, plif)
             carry = carry_block[:m]
             _initial_state(carry, gv[i0:i1] if gv.shape[0] > 0 else gv, _ZERO)
             dq = dq_block[:m] if plif else dq_block

@@ -96,9 +96,9 @@ def _forward(
     """Spikes ``[T, N]`` and the final state ``[N]``."""
     spikes = torch.empty_like(x2)
     v = torch.empty(x2.shape[1], dtype=torch.float32)
-    _kernel().forward(
-        x2.numpy(), _NO_ARRAY if v0 is None else v0.numpy(), np.float32(v0_fill), c.mode, c.decay,
-        c.threshold, c.v_reset, c.hard, spikes.numpy(), v.numpy(),
+    _kernel().forward_kernel(c.mode, c.hard)(
+        x2.numpy(), _NO_ARRAY if v0 is None else v0.numpy(), np.float32(v0_fill), c.decay, c.threshold, c.v_reset,
+        spikes.numpy(), v.numpy(),
     )
     return spikes, v
 
@@ -128,6 +128,7 @@ class _FusedMultiStep(torch.autograd.Function):
         spikes, v = _forward(x2, v02, v0_fill, c)
         # The backward recomputes the charged potentials from x (see _lif_kernel.backward).
         ctx.save_for_backward(x2, v02)
+        ctx.set_materialize_grads(False)  # the final state's gradient is usually None: no zeros to make
         ctx.constants = c
         ctx.v0_fill = v0_fill
         ctx.order = order

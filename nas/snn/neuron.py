@@ -3,41 +3,21 @@
 Every neuron runs in multi-step mode on ``[T, B, ...]`` tensors. State lives in the spikingjelly node
 and is cleared by :func:`reset_states`, which every spiking model calls at the start of its forward.
 By default the nodes are the fused ones of :mod:`nas.snn.fused` (spikingjelly's nodes whose CPU
-multi-step pass runs one numba kernel); :func:`fused_kernels` builds with spikingjelly's plain nodes.
+multi-step pass runs one numba kernel); inside ``nas.snn.fastpath.cpu_fast_paths(False)`` they are
+spikingjelly's plain nodes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
 
+from nas.snn.fastpath import cpu_fast_paths_enabled
 from nas.snn.fused import FusedIFNode, FusedLIFNode, FusedParametricLIFNode
-
-_use_fused = True
-
-
-@contextmanager
-def fused_kernels(enabled: bool) -> Iterator[None]:
-    """Build neurons and SNN-MLP spatial scans with (``True``, the default) or without the fused CPU
-    kernels inside this block. Results are the same either way (see :mod:`nas.snn.fused`); the
-    switch exists to measure and test one against the other."""
-    global _use_fused
-    previous, _use_fused = _use_fused, bool(enabled)
-    try:
-        yield
-    finally:
-        _use_fused = previous
-
-
-def fused_kernels_enabled() -> bool:
-    """Whether modules built now use the fused CPU kernels (see :func:`fused_kernels`)."""
-    return _use_fused
 
 _KINDS = ("lif", "plif", "if")
 _SURROGATES = ("sigmoid", "atan")
@@ -108,7 +88,7 @@ def make_surrogate(cfg: NeuronConfig) -> surrogate.SurrogateFunctionBase:
 
 def make_neuron(cfg: NeuronConfig) -> nn.Module:
     """A multi-step spikingjelly node (``[T, B, ...]`` in, spikes of the same shape out); the fused
-    subclass of it unless built inside ``fused_kernels(False)``."""
+    subclass of it unless built inside ``cpu_fast_paths(False)``."""
     common = {
         "v_threshold": cfg.v_threshold,
         "v_reset": cfg.v_reset,
@@ -116,7 +96,7 @@ def make_neuron(cfg: NeuronConfig) -> nn.Module:
         "detach_reset": cfg.detach_reset,
         "step_mode": "m",
     }
-    fused = _use_fused
+    fused = cpu_fast_paths_enabled()
     if cfg.kind == "lif":
         lif = FusedLIFNode if fused else neuron.LIFNode
         return lif(tau=cfg.tau, decay_input=cfg.decay_input, **common)

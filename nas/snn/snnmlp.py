@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.snn.fastpath import cpu_fast_paths_enabled
 from nas.snn.layers import (
     DropPath,
     apply_data_info,
@@ -24,7 +25,6 @@ from nas.snn.layers import (
     config_from_dict,
     halving_resolutions,
 )
-from nas.snn.neuron import fused_kernels_enabled
 from nas.snn.scan import spatial_lif_scan
 
 _NORMS = ("groupnorm", "batchnorm")
@@ -151,8 +151,8 @@ class SpatialLIF(nn.Module):
             self.v_threshold = nn.Parameter(vth)
         else:
             self.register_buffer("v_threshold", vth)
-        # The fused CPU kernel (nas.snn.scan) unless built inside fused_kernels(False).
-        self.fused = fused_kernels_enabled()
+        # The fused CPU kernel (nas.snn.scan) unless built inside cpu_fast_paths(False).
+        self.fused = cpu_fast_paths_enabled()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return spatial_lif_scan(x, self.tau, self.v_threshold, self.group, self.dim, fused=self.fused)
