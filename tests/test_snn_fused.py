@@ -256,3 +256,24 @@ def test_channels_last_max_pool_matches_nchw_pool_with_ties(pool_args: tuple[int
         ya.backward(g)
         yb.backward(g)
         assert torch.equal(a.grad, b.grad)
+
+
+def test_snnmlp_fast_paths_match_the_plain_model_to_rounding() -> None:
+    """SNN-MLP's fast paths (channels-last convs and norms, fused scans) change only float rounding."""
+    from nas.snn import SNNMLP, SNNMLPConfig
+
+    cfg = SNNMLPConfig(img_size=28, in_chans=1, num_classes=10, pad_to=32, patch_size=2, width=16, depths=(1, 1, 1),
+                       lif_group=(2, 4, -1), norm="batchnorm")
+    torch.manual_seed(0)
+    fast = SNNMLP(cfg)
+    with cpu_fast_paths(False):
+        torch.manual_seed(0)
+        plain = SNNMLP(cfg)
+    assert fast.channels_last and not plain.channels_last
+    x = torch.randn(8, 1, 28, 28)
+    y = torch.randint(0, 10, (8,))
+    for model in (fast, plain):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
+    for (name, p_fast), p_plain in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-3, atol=1e-5, msg=name)
