@@ -263,6 +263,7 @@ def candidates_table(args: argparse.Namespace) -> None:
           f"{'GFLOP/s':>8} {'% peak':>6}  config")
     x = torch.randn(args.candidate_batch, 1, 28, 28)
     y = torch.randint(0, 10, (args.candidate_batch,))
+    evaluations = []
     for name in args.spaces:
         space, info, params = median_candidate(name)
         if args.threads:
@@ -280,6 +281,24 @@ def candidates_table(args: argparse.Namespace) -> None:
         params_count = sum(p.numel() for p in models["now"].parameters())
         print(f"{name:18} {params_count / 1e3:7.0f}k {flops / 1e9:6.2f} {fmt_ms(before)} {fmt_ms(now)} "
               f"{before / now:7.2f}x {rate:8.1f} {100 * rate / peak:5.0f}%  {params}", flush=True)
+        evaluations.append((name, *validation_pass(models, args)))
+    print("\nValidation pass with energy metering, ms (16 batches of 64, energy on the first 256 images)")
+    print(f"{'space':18} {'before':>9} {'now':>9} {'speed-up':>8}  energy_uj before / now")
+    for name, before, now, energies in evaluations:
+        print(f"{name:18} {fmt_ms(before)} {fmt_ms(now)} {before / now:7.2f}x  {energies[0]:.6g} / {energies[1]:.6g}")
+
+
+def validation_pass(models: dict[str, nn.Module], args: argparse.Namespace) -> tuple[float, float, list[float]]:
+    """Median seconds of ``evaluate_with_energy`` before and now (same weights: the now model's, after
+    its timed training steps, so that neurons fire) and the two energy figures."""
+    from nas.train import evaluate_with_energy
+
+    models["before"].load_state_dict(models["now"].state_dict())
+    loader = [(torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))) for _ in range(16)]
+    timed = time_interleaved({k: lambda m=m: evaluate_with_energy(m, loader, energy_images=256)
+                              for k, m in models.items()}, max(3, args.repeats // 2), 1)
+    energies = [evaluate_with_energy(models[k], loader, energy_images=256)[1].energy_uj for k in ("before", "now")]
+    return timed["before"][1], timed["now"][1], energies
 
 
 FIRST_CALL = """
