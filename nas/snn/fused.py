@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from spikingjelly.activation_based import neuron, surrogate
+from torch.autograd.function import once_differentiable
 
 _kernel_module: ModuleType | None = None
 
@@ -137,6 +138,7 @@ class _FusedMultiStep(torch.autograd.Function):
         return _unflat(spikes, ctx.shape, order), _unflat(v, ctx.shape[1:], _step_order(order))
 
     @staticmethod
+    @once_differentiable  # the kernels' gradients have no graph of their own: refuse double backward
     def backward(ctx: Any, g_spikes: torch.Tensor | None, g_v: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
         x2, v02 = ctx.saved_tensors
         c: _Constants = ctx.constants

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 _kernel_module: ModuleType | None = None
 
@@ -83,6 +84,7 @@ class _FusedScan(torch.autograd.Function):
         return y3.view(permuted).permute(_inverse(order))
 
     @staticmethod
+    @once_differentiable  # the kernels' gradients have no graph of their own: refuse double backward
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         (x3,) = ctx.saved_tensors
         tau32, vth32, group, dim, order = ctx.scalars
