@@ -162,17 +162,17 @@ def lif_table(args: argparse.Namespace, dev: torch.device, modes: list[str]) -> 
         candidates.append(("snntorch Leaky", SnntorchLIF(cfg).to(dev)))
     print(f"\nLIF forward+backward, ms (multi-step LIF on {list(x.shape)}, default NeuronConfig)")
     print(f"{'neuron':40} {'eager':>9} {'compiled':>9} {'1st compile':>11}  eager speed-up vs before")
-    eager = time_interleaved({n: fwd_bwd(m, x, g, m) for n, m in candidates}, args.repeats, args.warmup)
-    compiled: dict[str, tuple[float, float | None, str]] = {}
+    fns = {n: fwd_bwd(m, x, g, m) for n, m in candidates}
     if "compile" in modes:
-        # The fused node falls back to spikingjelly's op under torch.compile, so only the peer is compiled.
+        # The fused node falls back to spikingjelly's op under torch.compile, so only the peers are
+        # compiled; their timed calls alternate with the eager ones like all the others.
         torch._dynamo.reset()
-        compiled = time_interleaved({n: fwd_bwd(torch.compile(m), x, g, m) for n, m in candidates[1:]},
-                                    args.repeats, args.warmup)
-    ref = eager[candidates[1][0]][1]
+        fns.update({f"{n} compiled": fwd_bwd(torch.compile(m), x, g, m) for n, m in candidates[1:]})
+    timed = time_interleaved(fns, args.repeats, args.warmup)
+    ref = timed[candidates[1][0]][1]
     for name, _ in candidates:
-        comp = compiled.get(name)
-        med = eager[name][1]
+        comp = timed.get(f"{name} compiled")
+        med = timed[name][1]
         ratio = f"x{ref / med:.1f}" if ref and med else ""
         print(f"{name:40} {fmt_ms(med)} {fmt_ms(comp[1] if comp else None)} "
               f"{fmt_ms(comp[0] if comp else None):>11}  {ratio} {comp[2] if comp else ''}")

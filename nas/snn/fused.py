@@ -129,7 +129,7 @@ class _FusedMultiStep(torch.autograd.Function):
         x2 = _flat(x, order, steps)
         v02 = None if v0 is None else _flat(v0, _step_order(order))
         spikes, v = _forward(x2, v02, v0_fill, c)
-        # The backward recomputes the charged potentials from x (see _lif_kernel.backward).
+        # The backward recomputes the charged potentials from x (see _lif_kernel.backward_kernel).
         ctx.save_for_backward(x2, v02)
         ctx.set_materialize_grads(False)  # the final state's gradient is usually None: no zeros to make
         ctx.constants = c
