@@ -110,6 +110,24 @@ def test_state_carries_between_calls_as_in_spikingjelly(case: tuple) -> None:
     _compare(ref, fused, torch.randn(2, 4, 9) + 0.5, case[6], calls=2)
 
 
+@pytest.mark.parametrize("case", [FAST_CASES[0], FAST_CASES[6]], ids=["lif", "plif"])
+def test_retained_graph_backward_twice(case: tuple) -> None:
+    """The first backward turns the saved potentials into the gradient in place; a second one through
+    a retained graph recomputes them and gets the same gradient."""
+    torch.manual_seed(6)
+    ref, fused = _pair(*case)
+    x = torch.randn(3, 4, 5) + 0.5
+    grads = []
+    for node in (ref, fused):
+        xi = x.clone().requires_grad_()
+        loss = (node(xi) * torch.arange(60.0).view(3, 4, 5)).sum()
+        first = torch.autograd.grad(loss, xi, retain_graph=True)[0]
+        second = torch.autograd.grad(loss, xi)[0]
+        assert torch.equal(first, second)
+        grads.append(first)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=SIGMOID_ATOL * 60)
+
+
 def test_state_reset_between_batches() -> None:
     node = make_neuron(NeuronConfig())
     assert isinstance(node, FusedLIFNode)

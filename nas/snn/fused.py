@@ -57,6 +57,7 @@ class _Constants:
 
 
 _NO_ARRAY = np.empty(0, np.float32)
+_NO_ARRAY_2D = np.empty((0, 0), np.float32)
 
 
 def _time_major_order(x: torch.Tensor) -> list[int]:
@@ -94,16 +95,17 @@ def _flat(t: torch.Tensor, order: list[int], rows: int | None = None) -> torch.T
 
 
 def _forward(
-    x2: torch.Tensor, v0: torch.Tensor | None, v0_fill: float, c: _Constants
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spikes ``[T, N]`` and the final state ``[N]``."""
+    x2: torch.Tensor, v0: torch.Tensor | None, v0_fill: float, c: _Constants, save_h: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Spikes ``[T, N]``, the final state ``[N]`` and, with ``save_h``, the charged potentials ``[T, N]``."""
     spikes = torch.empty_like(x2)
     v = torch.empty(x2.shape[1], dtype=torch.float32)
-    _kernel().forward_kernel(c.mode, c.hard)(
+    h = torch.empty_like(x2) if save_h else None
+    _kernel().forward_kernel(c.mode, c.hard, save_h)(
         x2.numpy(), _NO_ARRAY if v0 is None else v0.numpy(), np.float32(v0_fill), c.decay, c.threshold, c.v_reset,
-        spikes.numpy(), v.numpy(),
+        spikes.numpy(), v.numpy(), _NO_ARRAY_2D if h is None else h.numpy(),
     )
-    return spikes, v
+    return spikes, v, h
 
 
 def _unflat(t: torch.Tensor, shape: torch.Size, order: list[int]) -> torch.Tensor:
@@ -128,8 +130,11 @@ class _FusedMultiStep(torch.autograd.Function):
         steps = x.shape[0]
         x2 = _flat(x, order, steps)
         v02 = None if v0 is None else _flat(v0, _step_order(order))
-        spikes, v = _forward(x2, v02, v0_fill, c)
-        # The backward recomputes the charged potentials from x (see _lif_kernel.backward_kernel).
+        spikes, v, h = _forward(x2, v02, v0_fill, c, save_h=True)
+        # The backward turns h into the input gradient in place (see _lif_kernel.backward_kernel): h is
+        # a private buffer, so it is kept on ctx rather than saved. x (a view, no copy) is saved for PLIF
+        # and to recompute h should a retained graph run backward a second time.
+        ctx.h = h
         ctx.save_for_backward(x2, v02)
         ctx.set_materialize_grads(False)  # the final state's gradient is usually None: no zeros to make
         ctx.constants = c
@@ -142,21 +147,27 @@ class _FusedMultiStep(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the kernels' gradients have no graph of their own: refuse double backward
     def backward(ctx: Any, g_spikes: torch.Tensor | None, g_v: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
-        x2, v02 = ctx.saved_tensors
         c: _Constants = ctx.constants
         order: list[int] = ctx.order
-        steps = x2.shape[0]
-        gs = torch.zeros_like(x2) if g_spikes is None else _flat(g_spikes, order, steps)
+        plif = c.mode in (_kernel().PLIF_DECAY_INPUT, _kernel().PLIF)
+        h, ctx.h = ctx.h, None
+        x2 = v02 = None
+        if plif or h is None:
+            x2, v02 = ctx.saved_tensors  # unpacked only when needed (it checks x was not modified)
+        if h is None:  # a second backward through a retained graph: the first one consumed h
+            h = _forward(x2, v02, ctx.v0_fill, c, save_h=True)[2]
+        steps = h.shape[0]
+        gs = torch.zeros_like(h) if g_spikes is None else _flat(g_spikes, order, steps)
         gv = None if g_v is None else _flat(g_v, _step_order(order))
-        gx = torch.empty_like(x2)
-        gv0 = torch.empty(x2.shape[1], dtype=torch.float32) if ctx.has_v0 and ctx.needs_input_grad[1] else None
+        gv0 = torch.empty(h.shape[1], dtype=torch.float32) if ctx.has_v0 and ctx.needs_input_grad[1] else None
         kernel = _kernel().backward_kernel(c.mode, c.hard, c.detach, c.surrogate)
         dq = kernel(
-            gs.numpy(), _NO_ARRAY if gv is None else gv.numpy(), x2.numpy(), _NO_ARRAY if v02 is None else v02.numpy(),
+            gs.numpy(), _NO_ARRAY if gv is None else gv.numpy(), h.numpy(),
+            _NO_ARRAY_2D if x2 is None else x2.numpy(), _NO_ARRAY if v02 is None else v02.numpy(),
             np.float32(ctx.v0_fill), c.decay, c.threshold, c.v_reset, c.alpha, c.atan_scale, c.atan_half,
-            gx.numpy(), _NO_ARRAY if gv0 is None else gv0.numpy(),
+            _NO_ARRAY if gv0 is None else gv0.numpy(),
         )
-        grad_x = _unflat(gx, ctx.shape, order)
+        grad_x = _unflat(h, ctx.shape, order)  # h now holds d loss / d x
         grad_v0 = None if gv0 is None else _unflat(gv0, ctx.shape[1:], _step_order(order))
         grad_q = torch.tensor(dq, dtype=torch.float32) if ctx.needs_input_grad[2] else None
         return grad_x, grad_v0, grad_q, None, None
@@ -228,7 +239,7 @@ def multi_step(
         order = _time_major_order(x_seq)
         x2 = _flat(x_seq, order, x_seq.shape[0])
         v02 = None if v0 is None else _flat(v0, _step_order(order))
-        spikes2, v2 = _forward(x2, v02, v0_fill, c)
+        spikes2, v2, _ = _forward(x2, v02, v0_fill, c, save_h=False)
         shape = x_seq.permute(order).shape
         spikes, v = _unflat(spikes2, shape, order), _unflat(v2, shape[1:], _step_order(order))
     node._memories["v"] = v
