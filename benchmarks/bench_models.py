@@ -1,14 +1,20 @@
-"""Training-step time of the nas.snn model zoo against snntorch, eager and under torch.compile.
+"""Training-step time of the nas.snn model zoo: nas now against nas before the fused kernels, peers.
 
-Run: ``.venv/bin/python benchmarks/bench_models.py`` (``--help`` for options). Prints two tables:
+Run: ``.venv/bin/python benchmarks/bench_models.py --threads 1`` (``--help`` for options). Tables:
 
-1. LIF alone, forward + backward of a multi-step LIF on ``[T, B, C, H, W]``: nas's neuron (built on
-   spikingjelly's ``LIFNode``), spikingjelly's ``LIFNode`` used directly, and snntorch's ``Leaky``
-   stepped over T; plus SNN-MLP's spatial LIF scan (windows batched) against the same recurrence
-   stepped position by position.
-2. One training step (forward + cross-entropy + backward, batch 32, T=4, 32x32x3) of a small config
-   of each family, with nas's neurons and with snntorch's ``Leaky`` swapped in for every neuron
-   (SNN-MLP has no spiking neuron, so it has no snntorch row).
+1. LIF alone, forward + backward of a multi-step LIF on ``[T, B, C, H, W]`` (default [4, 64, 256, 8, 8]):
+   nas's neuron (the fused CPU kernel of ``nas.snn.fused``), spikingjelly's ``LIFNode`` (nas's neuron
+   before, eager and under ``torch.compile`` with its compile time apart), snntorch's ``Leaky``
+   stepped over T; and SNN-MLP's spatial LIF scan: the fused kernel, the torch loop nas used before
+   (windows batched) and the same recurrence stepped position by position.
+2. The median sampled candidate of every shipped space (40 configs drawn with seed 0, median by
+   parameter count, as ``bench_candidates.py`` picks them) at batch 64, 28x28x1, one full training
+   step as ``nas.train`` runs it (forward, label-smoothed cross-entropy, backward, gradient clipping,
+   AdamW): built now and built as before (``cpu_fast_paths(False)``: spikingjelly's neurons and the
+   torch scan), from the same seed. FLOPs of forward + backward come from
+   ``torch.utils.flop_counter``; the GEMM peak is a 1024^3 fp32 matmul timed in the same run.
+3. (``--first-call``) The first fused forward + backward in a fresh process, with numba's on-disk
+   cache cold (a new cache folder) and warm: what a new Ray worker pays once.
 
 Each figure is the median of ``--repeats`` timed calls after ``--warmup`` untimed ones, the calls of
 the compared variants alternating (so a shared machine's load hits them alike); the first (compiling)
@@ -22,19 +28,23 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-import snntorch
 import torch
-from snntorch import surrogate as snn_surrogate
-from spikingjelly.activation_based import neuron as sj_neuron
-from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch import nn
 
-from nas.snn import MixerSNN, MixerSNNConfig, NeuronConfig, SNNMLPConfig, SpikingResformer, SpikingResformerConfig
+from nas.snn import NeuronConfig
+from nas.snn.fastpath import cpu_fast_paths
 from nas.snn.neuron import make_neuron, reset_states
-from nas.snn.snnmlp import SNNMLP, SpatialLIF
+from nas.snn.scan import spatial_lif_reference, spatial_lif_scan
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SHIPPED = ("snnmlp", "mixer_snn", "spiking_resformer", "hybrid")
 
 
 class SnntorchLIF(nn.Module):
@@ -42,6 +52,9 @@ class SnntorchLIF(nn.Module):
 
     def __init__(self, cfg: NeuronConfig) -> None:
         super().__init__()
+        import snntorch
+        from snntorch import surrogate as snn_surrogate
+
         grad = snn_surrogate.atan(alpha=cfg.alpha) if cfg.surrogate == "atan" else snn_surrogate.sigmoid(cfg.alpha)
         self.leaky = snntorch.Leaky(
             beta=1.0 - 1.0 / cfg.tau,
@@ -61,20 +74,9 @@ class SnntorchLIF(nn.Module):
         return torch.stack(out)
 
 
-def swap_in_snntorch(model: nn.Module, cfg: NeuronConfig) -> int:
-    """Replace every spikingjelly neuron of ``model`` by :class:`SnntorchLIF`; returns how many."""
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, sj_neuron.BaseNode):
-                setattr(parent, name, SnntorchLIF(cfg))
-                count += 1
-    return count
-
-
-def naive_spatial_lif(x: torch.Tensor, lif: SpatialLIF) -> torch.Tensor:
-    """The same scan as :class:`SpatialLIF` along H, one position at a time (the obvious loop)."""
-    s, length = lif.group, x.shape[2]
+def naive_spatial_lif(x: torch.Tensor, tau: torch.Tensor, vth: torch.Tensor, s: int) -> torch.Tensor:
+    """The spatial LIF scan along H, one position at a time (the obvious loop)."""
+    length = x.shape[2]
     outs = []
     m = torch.zeros_like(x[:, :, 0])
     for j, xj in enumerate(x.unbind(2)):
@@ -83,9 +85,9 @@ def naive_spatial_lif(x: torch.Tensor, lif: SpatialLIF) -> torch.Tensor:
             continue
         if j % s == 0:
             m = torch.zeros_like(xj)
-        u = lif.tau * m + xj
-        fired = u > lif.v_threshold
-        outs.append(torch.where(fired, u, lif.v_threshold))
+        u = tau * m + xj
+        fired = u > vth
+        outs.append(torch.where(fired, u, vth))
         m = u.masked_fill(fired, 0.0)
     return torch.stack(outs, 2)
 
@@ -128,80 +130,219 @@ def time_interleaved(
     return {n: (first[n], statistics.median(times[n]) if n in times else None, errors.get(n, "")) for n in fns}
 
 
-def fwd_bwd(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, base: nn.Module | None = None):
+def fwd_bwd(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, g: torch.Tensor,
+            base: nn.Module | None = None) -> Callable[[], None]:
+    """Forward + backward of ``module`` on ``x`` with upstream gradient ``g`` (a real, dense one)."""
+
     def step() -> None:
         if base is not None:
             reset_states(base)  # a bare neuron keeps its membrane between calls
         xi = x.detach().requires_grad_()
-        module(xi).sum().backward()
+        module(xi).backward(g)
 
     return step
-
-
-def train_step(model: nn.Module, fwd: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor):
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step() -> None:
-        for p in model.parameters():
-            p.grad = None
-        loss_fn(fwd(x), y).backward()
-
-    return step
-
-
-def small_models(time_steps: int) -> dict[str, tuple[type, object]]:
-    """One small config per family at 32x32x3 with 10 classes."""
-    common = {"img_size": 32, "in_chans": 3, "num_classes": 10}
-    return {
-        "SNN-MLP C32 [1,1,2,1] p2": (
-            SNNMLP,
-            SNNMLPConfig(width=32, depths=(1, 1, 2, 1), patch_size=2, norm="batchnorm", **common),
-        ),
-        "Mixer-SNN dim24 [1,1,1] p4": (
-            MixerSNN,
-            MixerSNNConfig(
-                dim=24,
-                depths=(1, 1, 1),
-                patch_size=4,
-                time_steps=time_steps,
-                neuron=NeuronConfig(v_threshold=0.5),
-                **common,
-            ),
-        ),
-        "Resformer (16,32,64) [1,1,1] pool": (
-            SpikingResformer,
-            SpikingResformerConfig(
-                planes=(16, 32, 64),
-                heads=(1, 1, 2),
-                blocks=(1, 1, 1),
-                patch_sizes=(2, 1, 1),
-                group_size=16,
-                stem="conv_pool",
-                time_steps=time_steps,
-                rate_momentum=0.9,
-                neuron=NeuronConfig(v_threshold=0.5, surrogate="atan", alpha=2.0),
-                **common,
-            ),
-        ),
-    }
 
 
 def fmt_ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:9.1f}"
 
 
+def lif_table(args: argparse.Namespace, dev: torch.device, modes: list[str]) -> None:
+    t = args.time_steps
+    x = torch.randn(t, 64, 256, 8, 8, device=dev)
+    g = torch.randn_like(x)
+    cfg = NeuronConfig()
+    with cpu_fast_paths(False):
+        before = make_neuron(cfg).to(dev)
+    candidates: list[tuple[str, nn.Module]] = [
+        ("nas LIF (fused kernel)", make_neuron(cfg).to(dev)),
+        ("spikingjelly LIFNode (nas before)", before),
+    ]
+    if not args.no_snntorch:
+        candidates.append(("snntorch Leaky", SnntorchLIF(cfg).to(dev)))
+    print(f"\nLIF forward+backward, ms (multi-step LIF on {list(x.shape)}, default NeuronConfig)")
+    print(f"{'neuron':40} {'eager':>9} {'compiled':>9} {'1st compile':>11}  eager speed-up vs before")
+    fns = {n: fwd_bwd(m, x, g, m) for n, m in candidates}
+    if "compile" in modes:
+        # The fused node falls back to spikingjelly's op under torch.compile, so only the peers are
+        # compiled; their timed calls alternate with the eager ones like all the others.
+        torch._dynamo.reset()
+        fns.update({f"{n} compiled": fwd_bwd(torch.compile(m), x, g, m) for n, m in candidates[1:]})
+    timed = time_interleaved(fns, args.repeats, args.warmup)
+    ref = timed[candidates[1][0]][1]
+    for name, _ in candidates:
+        comp = timed.get(f"{name} compiled")
+        med = timed[name][1]
+        ratio = f"x{ref / med:.1f}" if ref and med else ""
+        print(f"{name:40} {fmt_ms(med)} {fmt_ms(comp[1] if comp else None)} "
+              f"{fmt_ms(comp[0] if comp else None):>11}  {ratio} {comp[2] if comp else ''}")
+
+    print(f"\nspatial LIF forward+backward, ms ([{args.batch}, 64, 16, 16], window 4)")
+    for dim in (2, 3):
+        spatial_rows(args, dev, dim)
+
+
+def spatial_rows(args: argparse.Namespace, dev: torch.device, dim: int) -> None:
+    """The fused scan along H (``dim`` 2) or W (3) against the torch loop nas used before."""
+    axis = "H" if dim == 2 else "W"
+    xs = torch.randn(args.batch, 64, 16, 16, device=dev)
+    gs = torch.randn_like(xs)
+    tau = torch.tensor(0.5, device=dev, requires_grad=True)
+    vth = torch.tensor(0.1, device=dev, requires_grad=True)
+    before = f"nas spatial LIF along {axis} before"
+    rows = {
+        f"nas spatial LIF along {axis} (fused)": fwd_bwd(lambda v: spatial_lif_scan(v, tau, vth, 4, dim), xs, gs),
+        before: fwd_bwd(lambda v: spatial_lif_reference(v, tau, vth, 4, dim), xs, gs),
+    }
+    if dim == 2:
+        rows["spatial LIF, position by position"] = fwd_bwd(lambda v: naive_spatial_lif(v, tau, vth, 4), xs, gs)
+    timed = time_interleaved(rows, args.repeats, args.warmup)
+    ref = timed[before][1]
+    for name, (_, med, _) in timed.items():
+        ratio = f"x{ref / med:.1f}" if ref and med else ""
+        print(f"{name:40} {fmt_ms(med)} {'':9} {'':>11}  {ratio}")
+
+
+def gemm_gflops(repeats: int) -> float:
+    """GFLOP/s of a 1024^3 fp32 matmul (median of ``repeats``)."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * 1024**3 / statistics.median(times) / 1e9
+
+
+def median_candidate(space_name: str) -> tuple[object, object, dict]:
+    """(space, DataInfo, params) of the median-by-parameters candidate of 40 seeded draws."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import optuna
+    from bench_candidates import pick
+
+    from nas.data import get_info
+    from nas.space import load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(SPACES / f"{space_name}.py")
+    return space, get_info(space.dataset), pick(space, 40, seed=0)["median"]
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One step as nas.train runs it: forward, label-smoothed CE, backward, clip, AdamW."""
+    from nas.train import TrainRecipe, make_optimizer
+
+    optimizer = make_optimizer(model, TrainRecipe())
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step() -> None:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    return step
+
+
+def forward_backward_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        nn.functional.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def candidates_table(args: argparse.Namespace) -> None:
+    peak = gemm_gflops(max(5, args.repeats))
+    print(f"\nMedian sampled candidate per shipped space: one training step, ms (batch {args.candidate_batch}, "
+          f"28x28x1); GEMM peak (1024^3 fp32 matmul) {peak:.0f} GFLOP/s in this run")
+    print(f"{'space':18} {'params':>8} {'GFLOP':>6} {'before':>9} {'now':>9} {'speed-up':>8} "
+          f"{'GFLOP/s':>8} {'% peak':>6}  config")
+    x = torch.randn(args.candidate_batch, 1, 28, 28)
+    y = torch.randint(0, 10, (args.candidate_batch,))
+    evaluations = []
+    for name in args.spaces:
+        space, info, params = median_candidate(name)
+        if args.threads:
+            torch.set_num_threads(args.threads)  # ffcv, imported with nas.data, resets it
+        config = space.config_for(params)
+        models = {}
+        for label, enabled in (("before", False), ("now", True)):
+            torch.manual_seed(0)
+            with cpu_fast_paths(enabled):
+                models[label] = space.build(config, info).train()
+        flops = forward_backward_flops(models["now"], x, y)
+        timed = time_interleaved({k: train_step(m, x, y) for k, m in models.items()}, args.repeats, args.warmup)
+        before, now = timed["before"][1], timed["now"][1]
+        rate = flops / now / 1e9
+        params_count = sum(p.numel() for p in models["now"].parameters())
+        print(f"{name:18} {params_count / 1e3:7.0f}k {flops / 1e9:6.2f} {fmt_ms(before)} {fmt_ms(now)} "
+              f"{before / now:7.2f}x {rate:8.1f} {100 * rate / peak:5.0f}%  {params}", flush=True)
+        evaluations.append((name, *validation_pass(models, args)))
+    print("\nValidation pass with energy metering, ms (16 batches of 64, energy on the first 256 images)")
+    print(f"{'space':18} {'before':>9} {'now':>9} {'speed-up':>8}  energy_uj before / now")
+    for name, before, now, energies in evaluations:
+        print(f"{name:18} {fmt_ms(before)} {fmt_ms(now)} {before / now:7.2f}x  {energies[0]:.6g} / {energies[1]:.6g}")
+
+
+def validation_pass(models: dict[str, nn.Module], args: argparse.Namespace) -> tuple[float, float, list[float]]:
+    """Median seconds of ``evaluate_with_energy`` before and now (same weights: the now model's, after
+    its timed training steps, so that neurons fire) and the two energy figures."""
+    from nas.train import evaluate_with_energy
+
+    models["before"].load_state_dict(models["now"].state_dict())
+    loader = [(torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))) for _ in range(16)]
+    timed = time_interleaved({k: lambda m=m: evaluate_with_energy(m, loader, energy_images=256)
+                              for k, m in models.items()}, max(3, args.repeats // 2), 1)
+    energies = [evaluate_with_energy(models[k], loader, energy_images=256)[1].energy_uj for k in ("before", "now")]
+    return timed["before"][1], timed["now"][1], energies
+
+
+FIRST_CALL = """
+import time
+t0 = time.perf_counter()
+import torch
+from nas.snn import NeuronConfig
+from nas.snn.neuron import make_neuron
+t1 = time.perf_counter()
+node = make_neuron(NeuronConfig())
+x = torch.randn(2, 8, 16, requires_grad=True)
+node(x).sum().backward()
+t2 = time.perf_counter()
+print(f"{t1 - t0:.2f} {t2 - t1:.2f}")
+"""
+
+
+def first_call_table() -> None:
+    """Import time and the first fused forward + backward in fresh processes, numba cache cold and warm."""
+    print("\nFirst fused LIF forward+backward in a fresh process, s (numba compile or cache load included)")
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as cache:
+        env["NUMBA_CACHE_DIR"] = cache
+        for label in ("cold cache", "warm cache"):
+            out = subprocess.run([sys.executable, "-c", FIRST_CALL], env=env, capture_output=True, text=True,
+                                 check=True).stdout.split()
+            print(f"{label:12} import nas.snn {out[0]:>6}  first call {out[1]:>6}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="batch of the spatial LIF rows")
+    parser.add_argument("--candidate-batch", type=int, default=64)
     parser.add_argument("--time-steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--no-snntorch", action="store_true")
     parser.add_argument("--skip-lif", action="store_true")
-    parser.add_argument("--skip-models", action="store_true")
-    parser.add_argument("--only", default="", help="comma-separated families to run: snnmlp,mixer,resformer")
+    parser.add_argument("--skip-candidates", action="store_true")
+    parser.add_argument("--first-call", action="store_true", help="also time the first call in fresh processes")
+    parser.add_argument("--spaces", nargs="+", default=list(SHIPPED), help="shipped spaces of table 2")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -209,92 +350,16 @@ def main() -> None:
     modes = ["eager"] if args.no_compile else ["eager", "compile"]
     dev = torch.device(args.device)
     print(
-        f"torch {torch.__version__}, snntorch {snntorch.__version__}, {args.device}, "
-        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, "
-        f"median of {args.repeats} after {args.warmup} warm-up calls"
+        f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.1f} at start, median of {args.repeats} after {args.warmup} warm-up calls"
     )
-
     if not args.skip_lif:
-        t = args.time_steps
-        x = torch.randn(t, 64, 256, 8, 8, device=dev)
-        cfg = NeuronConfig()
-        sj = sj_neuron.LIFNode(
-            tau=2.0,
-            v_threshold=1.0,
-            v_reset=0.0,
-            surrogate_function=sj_surrogate.Sigmoid(4.0),
-            detach_reset=True,
-            step_mode="m",
-        )
-        candidates: list[tuple[str, nn.Module]] = [
-            ("nas LIF (make_neuron)", make_neuron(cfg).to(dev)),
-            ("spikingjelly LIFNode", sj.to(dev)),
-            ("snntorch Leaky", SnntorchLIF(cfg).to(dev)),
-        ]
-        spatial = SpatialLIF(group=4, dim=2).to(dev)
-        xs = torch.randn(args.batch, 64, 16, 16, device=dev)
-        print(f"\nLIF forward+backward, ms (multi-step LIF on {list(x.shape)}; spatial LIF on {list(xs.shape)}, s=4)")
-        print(f"{'neuron':36} {'eager':>9} {'compiled':>9} {'1st compile':>11}")
-        eager = time_interleaved({n: fwd_bwd(m, x, m) for n, m in candidates}, args.repeats, args.warmup)
-        compiled: dict[str, tuple[float, float | None, str]] = {}
-        if "compile" in modes:
-            torch._dynamo.reset()
-            compiled = time_interleaved(
-                {n: fwd_bwd(torch.compile(m), x, m) for n, m in candidates}, args.repeats, args.warmup
-            )
-        for name, _ in candidates:
-            comp = compiled.get(name)
-            print(
-                f"{name:36} {fmt_ms(eager[name][1])} {fmt_ms(comp[1] if comp else None)} "
-                f"{fmt_ms(comp[0] if comp else None):>11} {comp[2] if comp else ''}"
-            )
-        spatial_rows = time_interleaved(
-            {
-                "nas spatial LIF (windows batched)": fwd_bwd(spatial, xs),
-                "spatial LIF, position by position": fwd_bwd(lambda v: naive_spatial_lif(v, spatial), xs),
-            },
-            args.repeats,
-            args.warmup,
-        )
-        for name, (_, med, _) in spatial_rows.items():
-            print(f"{name:36} {fmt_ms(med)} {fmt_ms(None)} {fmt_ms(None):>11}")
-
-    if not args.skip_models:
-        x = torch.randn(args.batch, 3, 32, 32, device=dev)
-        y = torch.randint(0, 10, (args.batch,), device=dev)
-        print(f"\nTraining step (forward + CE + backward), ms, batch {args.batch}, T={args.time_steps}, 32x32x3")
-        print(f"{'model':36} {'neuron':9} {'params':>8} {'eager':>9} {'compiled':>9} {'1st compile':>11}")
-        families = [f for f in args.only.split(",") if f]
-        for label, (cls, config) in small_models(args.time_steps).items():
-            if families and cls.family not in families:
-                continue
-            models: dict[str, nn.Module] = {}
-            for neuron_kind in ("nas", "snntorch"):
-                torch.manual_seed(0)
-                model = cls(config).train()
-                neuron_cfg = getattr(config, "neuron", NeuronConfig())
-                if neuron_kind == "snntorch" and swap_in_snntorch(model, neuron_cfg) == 0:
-                    continue  # no spiking neuron to swap (SNN-MLP)
-                models[neuron_kind] = model.to(dev)
-            rows = {
-                "eager": time_interleaved(
-                    {k: train_step(m, m, x, y) for k, m in models.items()}, args.repeats, args.warmup
-                )
-            }
-            if "compile" in modes:
-                torch._dynamo.reset()
-                rows["compile"] = time_interleaved(
-                    {k: train_step(m, torch.compile(m), x, y) for k, m in models.items()}, args.repeats, args.warmup
-                )
-            for kind, model in models.items():
-                params = sum(p.numel() for p in model.parameters())
-                comp = rows["compile"][kind] if "compile" in rows else None
-                print(
-                    f"{label:36} {kind:9} {params / 1e3:7.0f}k {fmt_ms(rows['eager'][kind][1])} "
-                    f"{fmt_ms(comp[1] if comp else None)} {fmt_ms(comp[0] if comp else None):>11} "
-                    f"{'compile failed: ' + comp[2] if comp and comp[2] else ''}",
-                    flush=True,
-                )
+        lif_table(args, dev, modes)
+    if not args.skip_candidates and args.device == "cpu":
+        candidates_table(args)
+    if args.first_call:
+        first_call_table()
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

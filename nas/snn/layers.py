@@ -7,6 +7,8 @@ import dataclasses
 import torch
 from torch import nn
 
+from nas.snn.fastpath import cpu_fast_paths_enabled
+
 
 class Matmul(nn.Module):
     """``a @ b`` as a module, so that hooks (the energy meter, binary-input checks) can see
@@ -30,6 +32,35 @@ class Seq(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.layers(x.flatten(0, 1))
         return y.unflatten(0, (x.shape[0], x.shape[1]))
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that pools a CPU tensor in channels-last layout (one of the CPU fast paths).
+
+    PyTorch's CPU max-pool over an NCHW tensor is a scalar loop: 10 ms for the Mixer-SNN stem's
+    [64, 36, 28, 28] here, against 1.2 ms in channels-last, where it vectorises over channels, or
+    2.4 ms with the copy into that layout. The output is made contiguous again, so what follows is
+    unchanged. Same maxima, same argmax (first in the window), so the output and its gradient are
+    identical to the NCHW pool's.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.channels_last = cpu_fast_paths_enabled()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if (
+            self.channels_last
+            and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting()
+            and x.device.type == "cpu"
+            and x.dim() == 4
+        ):
+            pooled = super().forward(x.contiguous(memory_format=torch.channels_last))
+            if self.return_indices:
+                return pooled[0].contiguous(), pooled[1].contiguous()
+            return pooled.contiguous()
+        return super().forward(x)
 
 
 class DropPath(nn.Module):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from nas.snn.layers import (
+    MaxPool2d,
     Seq,
     apply_data_info,
     as_int_tuple,
@@ -216,7 +217,7 @@ class MixerSNN(nn.Module):
         if cfg.stem == "patch":
             self.stem = _conv_bn(cfg.in_chans, cfg.dim, p, p)
         else:
-            self.stem = nn.Sequential(*_conv_bn(cfg.in_chans, cfg.dim, 3, 1, 1), nn.MaxPool2d(p))
+            self.stem = nn.Sequential(*_conv_bn(cfg.in_chans, cfg.dim, 3, 1, 1), MaxPool2d(p))
         stages = []
         c_in = cfg.dim
         for i, (depth, n) in enumerate(zip(cfg.depths, cfg.stage_resolutions(), strict=True)):

@@ -2,6 +2,9 @@
 
 Every neuron runs in multi-step mode on ``[T, B, ...]`` tensors. State lives in the spikingjelly node
 and is cleared by :func:`reset_states`, which every spiking model calls at the start of its forward.
+By default the nodes are the fused ones of :mod:`nas.snn.fused` (spikingjelly's nodes whose CPU
+multi-step pass runs one numba kernel); inside ``nas.snn.fastpath.cpu_fast_paths(False)`` they are
+spikingjelly's plain nodes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from typing import Any
 
 from spikingjelly.activation_based import functional, neuron, surrogate
 from torch import nn
+
+from nas.snn.fastpath import cpu_fast_paths_enabled
+from nas.snn.fused import FusedIFNode, FusedLIFNode, FusedParametricLIFNode
 
 _KINDS = ("lif", "plif", "if")
 _SURROGATES = ("sigmoid", "atan")
@@ -81,7 +87,8 @@ def make_surrogate(cfg: NeuronConfig) -> surrogate.SurrogateFunctionBase:
 
 
 def make_neuron(cfg: NeuronConfig) -> nn.Module:
-    """A multi-step spikingjelly node (``[T, B, ...]`` in, spikes of the same shape out)."""
+    """A multi-step spikingjelly node (``[T, B, ...]`` in, spikes of the same shape out); the fused
+    subclass of it unless built inside ``cpu_fast_paths(False)``."""
     common = {
         "v_threshold": cfg.v_threshold,
         "v_reset": cfg.v_reset,
@@ -89,11 +96,14 @@ def make_neuron(cfg: NeuronConfig) -> nn.Module:
         "detach_reset": cfg.detach_reset,
         "step_mode": "m",
     }
+    fused = cpu_fast_paths_enabled()
     if cfg.kind == "lif":
-        return neuron.LIFNode(tau=cfg.tau, decay_input=cfg.decay_input, **common)
+        lif = FusedLIFNode if fused else neuron.LIFNode
+        return lif(tau=cfg.tau, decay_input=cfg.decay_input, **common)
     if cfg.kind == "plif":
-        return neuron.ParametricLIFNode(init_tau=cfg.tau, decay_input=cfg.decay_input, **common)
-    return neuron.IFNode(**common)
+        plif = FusedParametricLIFNode if fused else neuron.ParametricLIFNode
+        return plif(init_tau=cfg.tau, decay_input=cfg.decay_input, **common)
+    return (FusedIFNode if fused else neuron.IFNode)(**common)
 
 
 def reset_states(model: nn.Module) -> None:

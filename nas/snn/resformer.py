@@ -17,6 +17,7 @@ from torch import nn
 
 from nas.snn.layers import (
     Matmul,
+    MaxPool2d,
     Seq,
     apply_data_info,
     as_int_tuple,
@@ -247,11 +248,11 @@ class SpikingResformer(nn.Module):
         self.time_steps = cfg.time_steps
         c1 = cfg.planes[0]
         if cfg.stem == "imagenet":
-            self.stem = nn.Sequential(*_conv_bn(cfg.in_chans, c1, 7, 2, 3), nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(*_conv_bn(cfg.in_chans, c1, 7, 2, 3), MaxPool2d(3, 2, 1))
         elif cfg.stem == "cifar":
             self.stem = _conv_bn(cfg.in_chans, c1, 3, 1, 1)
         else:
-            self.stem = nn.Sequential(*_conv_bn(cfg.in_chans, c1, 3, 1, 1), nn.MaxPool2d(2))
+            self.stem = nn.Sequential(*_conv_bn(cfg.in_chans, c1, 3, 1, 1), MaxPool2d(2))
         layers: list[nn.Module] = []
         resolutions = cfg.stage_resolutions()
         for i, c in enumerate(cfg.planes):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.snn.fastpath import cpu_fast_paths_enabled
 from nas.snn.layers import (
     DropPath,
     apply_data_info,
@@ -24,6 +25,7 @@ from nas.snn.layers import (
     config_from_dict,
     halving_resolutions,
 )
+from nas.snn.scan import spatial_lif_scan
 
 _NORMS = ("groupnorm", "batchnorm")
 _DIRECTIONS = ("h", "w", "hw")
@@ -122,6 +124,7 @@ class SpatialLIF(nn.Module):
     ``u = tau * m + x``, the output is ``u`` where ``u > V_th`` and ``V_th`` elsewhere, and the carried
     state ``m`` is reset to 0 where it fired. The last ``L mod group`` positions pass through.
     ``tau`` and ``V_th`` are learnable scalars; the threshold decision gets no gradient (no surrogate).
+    Runs :func:`nas.snn.scan.spatial_lif_scan`: a fused kernel on CPU, the torch loop elsewhere.
     """
 
     def __init__(
@@ -148,30 +151,11 @@ class SpatialLIF(nn.Module):
             self.v_threshold = nn.Parameter(vth)
         else:
             self.register_buffer("v_threshold", vth)
+        # The fused CPU kernel (nas.snn.scan) unless built inside cpu_fast_paths(False).
+        self.fused = cpu_fast_paths_enabled()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.group
-        length = x.shape[self.dim]
-        windows = length // s if s >= 1 else 0
-        if windows == 0:
-            return x
-        d = self.dim
-        main = x.narrow(d, 0, windows * s)
-        # Windows become a batch axis, so the loop runs over the s positions only.
-        shape = tuple(main.shape[:d]) + (windows, s) + tuple(main.shape[d + 1 :])
-        steps = main.reshape(shape).unbind(d + 1)
-        tau, vth = self.tau, self.v_threshold
-        outs = []
-        m: torch.Tensor | None = None
-        for xj in steps:
-            u = xj if m is None else tau * m + xj
-            fired = u > vth
-            outs.append(torch.where(fired, u, vth))
-            m = u.masked_fill(fired, 0.0)
-        y = torch.stack(outs, d + 1).reshape(main.shape)
-        if windows * s < length:
-            y = torch.cat([y, x.narrow(d, windows * s, length - windows * s)], d)
-        return y
+        return spatial_lif_scan(x, self.tau, self.v_threshold, self.group, self.dim, fused=self.fused)
 
     def extra_repr(self) -> str:
         return f"group={self.group}, dim={self.dim}"
@@ -268,9 +252,18 @@ class SNNMLP(nn.Module):
         self.head = nn.Linear(c, cfg.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+        # A CPU fast path: the whole network in channels-last layout (conv weights here, the input in
+        # forward, on any device so that convs never mix layouts). Its 1x1 and depthwise convs,
+        # BatchNorm and scans all run faster so on CPU (1.2-1.5x per training step on the median
+        # candidate); results differ only in float rounding (logits ~1e-6).
+        self.channels_last = cpu_fast_paths_enabled()
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if any(self._pad):
             x = F.pad(x, self._pad)
+        if self.channels_last and not torch.jit.is_tracing():
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stages(self.stem(x))
         return self.head(self.norm(x).mean((2, 3)))
