@@ -58,23 +58,47 @@ def _to_min(points: np.ndarray | Sequence[Sequence[float]], directions: Sequence
 
 def _nondominated_min(pts: np.ndarray) -> np.ndarray:
     """Boolean mask of the non-dominated rows of a minimisation problem (duplicates all kept)."""
-    n = pts.shape[0]
+    n, m = pts.shape
     mask = np.zeros(n, dtype=bool)
     if n == 0:
         return mask
-    # Lexicographic sort: a point can only be dominated by points that come before it, so one pass
-    # against the front found so far suffices (O(n * |front|)).
+    # Lexicographic sort: a point can only be dominated by points that come before it.
     order = np.lexsort(pts.T[::-1])
-    front = np.empty((0, pts.shape[1]))
+    if m == 2:
+        # Sorted by x then y, a point is dominated exactly when an earlier point has a smaller y, or the
+        # same y and a smaller x (an equal point does not dominate it).
+        xs, ys = pts[order, 0], pts[order, 1]
+        prev_min = np.minimum.accumulate(np.concatenate([[np.inf], ys[:-1]]))
+        dominated = prev_min < ys
+        tie = (prev_min == ys) & ~_same_as_first_with_that_y(xs, ys)
+        mask[order] = ~(dominated | tie)
+        return mask
+    # One pass against the front found so far (O(n * |front|)), into a preallocated buffer.
+    front = np.empty_like(pts)
+    size = 0
     for i in order:
         p = pts[i]
-        if front.shape[0]:
-            dominated = np.any(np.all(front <= p, axis=1) & np.any(front < p, axis=1))
-            if dominated:
+        if size:
+            kept = front[:size]
+            if np.any(np.all(kept <= p, axis=1) & np.any(kept < p, axis=1)):
                 continue
         mask[i] = True
-        front = np.vstack([front, p])
+        front[size] = p
+        size += 1
     return mask
+
+
+def _same_as_first_with_that_y(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """For points sorted by (x, y): whether each equals the first earlier point with the same y (a duplicate)."""
+    out = np.zeros(xs.shape[0], dtype=bool)
+    first: dict[float, float] = {}
+    for i, (x, y) in enumerate(zip(xs.tolist(), ys.tolist(), strict=True)):
+        if y in first:
+            out[i] = first[y] == x
+        else:
+            first[y] = x
+            out[i] = True
+    return out
 
 
 def pareto_mask(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -165,19 +189,72 @@ def epsilon_net_order(points: np.ndarray, directions: Sequence[str]) -> np.ndarr
 
 
 def _hv2d(pts: np.ndarray, ref: np.ndarray) -> float:
-    """Exact 2-D hypervolume of minimisation points that all strictly dominate ``ref``."""
-    order = np.lexsort((pts[:, 1], pts[:, 0]))
+    """Exact 2-D hypervolume of minimisation points that all strictly dominate ``ref``.
+
+    Sorted by x, the covered height at each x is ``ref_y - (lowest y so far)``: a sum of strips.
+    """
+    order = np.argsort(pts[:, 0], kind="stable")
+    xs = pts[order, 0]
+    lowest = np.minimum.accumulate(pts[order, 1])
+    widths = np.diff(np.append(xs, ref[0]))
+    return float(np.sum(widths * (ref[1] - lowest)))
+
+
+class _Staircase:
+    """The 2-D front of minimisation points inside a reference box, and the area it dominates.
+
+    Points are kept sorted by x (so y falls); inserting one finds its place by bisection and updates
+    the area by what it adds, removing the points it dominates: O(log n + removed) comparisons.
+    """
+
+    def __init__(self, ref_x: float, ref_y: float) -> None:
+        self.ref_x, self.ref_y = ref_x, ref_y
+        self.xs: list[float] = []
+        self.ys: list[float] = []
+        self.area = 0.0
+
+    def insert(self, x: float, y: float) -> None:
+        """Add the point ``(x, y)`` (strictly inside the box)."""
+        import bisect
+
+        xs, ys = self.xs, self.ys
+        i = bisect.bisect_right(xs, x)
+        if i and ys[i - 1] <= y:
+            return  # a point at the left (or the same x) is at least as low: dominated
+        j = i
+        while j < len(xs) and ys[j] >= y:
+            j += 1  # points to the right that are no lower: dominated by the new one
+        # Before, the lowest y over [x, next x) stepped through the left neighbour (possibly at this
+        # very x) and the dominated points; now it is y all along: the area grows by each step's
+        # height above y.
+        lowest = ys[i - 1] if i else self.ref_y
+        end = xs[j] if j < len(xs) else self.ref_x
+        steps = [(x, lowest)] + [(xs[k], ys[k]) for k in range(i, j)]
+        for k, (start, height) in enumerate(steps):
+            stop = steps[k + 1][0] if k + 1 < len(steps) else end
+            lowest = min(lowest, height)
+            self.area += (stop - start) * (lowest - y)
+        if i and xs[i - 1] == x:
+            i -= 1  # the left neighbour at the same x is higher: dominated too
+        xs[i:j] = [x]
+        ys[i:j] = [y]
+
+
+def _hv3d(pts: np.ndarray, ref: np.ndarray) -> float:
+    """Exact 3-D hypervolume by a sweep along the last objective over an incremental 2-D front."""
+    order = np.argsort(pts[:, 2], kind="stable")
+    pts = pts[order]
+    stairs = _Staircase(float(ref[0]), float(ref[1]))
     volume = 0.0
-    best_y = ref[1]
-    for x, y in pts[order]:
-        if y < best_y:
-            volume += (ref[0] - x) * (best_y - y)
-            best_y = y
+    for i in range(pts.shape[0]):
+        stairs.insert(float(pts[i, 0]), float(pts[i, 1]))
+        upper = pts[i + 1, 2] if i + 1 < pts.shape[0] else ref[2]
+        volume += (upper - pts[i, 2]) * stairs.area
     return float(volume)
 
 
 def _hv_recursive(pts: np.ndarray, ref: np.ndarray) -> float:
-    """Exact hypervolume by slicing along the last objective (HSO-style), down to the 2-D sweep."""
+    """Exact hypervolume by slicing along the last objective (HSO-style), down to the 3-D sweep."""
     n, m = pts.shape
     if n == 0:
         return 0.0
@@ -185,6 +262,8 @@ def _hv_recursive(pts: np.ndarray, ref: np.ndarray) -> float:
         return float(ref[0] - pts[:, 0].min())
     if m == 2:
         return _hv2d(pts, ref)
+    if m == 3:
+        return _hv3d(pts, ref)
     pts = pts[_nondominated_min(pts)]
     order = np.argsort(pts[:, -1], kind="stable")
     pts = pts[order]
@@ -256,7 +335,7 @@ class HypervolumeTracker:
         if front.shape[0] and np.any(np.all(front <= q, axis=1)):
             return self.volume
         clipped = np.maximum(front, q)
-        shared = _hv_recursive(clipped[_nondominated_min(clipped)], self._ref) if front.shape[0] else 0.0
+        shared = _hv_recursive(clipped, self._ref) if front.shape[0] else 0.0
         self.volume += float(np.prod(self._ref - q)) - shared
         self._front = np.vstack([front[~np.all(q <= front, axis=1)], q])
         return self.volume
