@@ -317,7 +317,7 @@ def _bench_run(args: argparse.Namespace) -> int:
 
     from nas.bench import compare, default_budget, load_table, render, settings_grid, to_dict
 
-    results = []
+    results, tables = [], []
     for name in args.table:
         table = load_table(name)
         budget = args.budget or default_budget(table, args.workers)
@@ -326,9 +326,13 @@ def _bench_run(args: argparse.Namespace) -> int:
         print(render(comparison), flush=True)
         print()
         results.append(to_dict(comparison))
+        tables.append(render(comparison, markdown=True))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
         print(f"figures written to {args.json}")
+    if args.markdown:
+        Path(args.markdown).write_text("\n\n".join(tables) + "\n")
+        print(f"Markdown tables written to {args.markdown}")
     return 0
 
 
@@ -490,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float, default=0.98, help="target share of the true front's hypervolume")
     p.add_argument("--processes", type=int, default=1, help="processes running simulations (default 1)")
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    p.add_argument("--markdown", default=None, help="also write the tables as Markdown to this file")
     p.set_defaults(handler=_bench_run)
 
     p = sub.add_parser("cluster", help="local multi-node Ray cluster for trying cluster mode")

@@ -166,8 +166,8 @@ def _summarise(settings: SimulationSettings, runs: list[SimulationRun], target: 
     )
 
 
-def render(comparison: Comparison) -> str:
-    """The comparison as a text table: hypervolume at budget fractions, times to the targets."""
+def render(comparison: Comparison, *, markdown: bool = False) -> str:
+    """The comparison as a table (text, or Markdown): hypervolume at budget fractions, times to the targets."""
     budget = comparison.budget
 
     def cell(q: tuple[float, float, float]) -> str:
@@ -180,22 +180,25 @@ def render(comparison: Comparison) -> str:
             return "not reached"
         return f"{q[1]:.0f} s ({q[1] / budget:.2f} B)"
 
-    lines = [
+    title = (
         f"table {comparison.table}: {comparison.workers} workers, budget B = {budget:.0f} simulated s, "
         f"{comparison.seeds} seeds; normalised hypervolume, median [quartiles]; true front "
         f"{comparison.true_hypervolume:.4f}, target {comparison.fraction:g} x true = "
         f"{comparison.fraction * comparison.true_hypervolume:.4f}"
-        + (f"; random/none final median {comparison.baseline_final:.4f}" if comparison.baseline_final else ""),
-    ]
-    head = f"{'setting':<28}" + "".join(f"{'HV @ ' + format(c, 'g') + ' B':>27}" for c in CHECKPOINTS)
-    head += f"{'reached target':>16}{'time to target':>20}{'time to random@B':>20}{'fallback':>10}"
-    lines += [head, "-" * len(head)]
-    for s in comparison.summaries:
-        row = f"{s.label:<28}" + "".join(f"{cell(s.checkpoints[c]):>27}" for c in CHECKPOINTS)
-        row += f"{f'{s.reached_fraction}/{len(s.runs)}':>16}{seconds(s.time_to_fraction):>20}"
-        row += f"{seconds(s.time_to_baseline):>20}{s.fallback_share:>10.1%}"
-        lines.append(row)
-    return "\n".join(lines)
+        + (f"; random/none final median {comparison.baseline_final:.4f}" if comparison.baseline_final else "")
+    )
+    columns = ["setting", *(f"HV @ {c:g} B" for c in CHECKPOINTS), "reached target", "time to target",
+               "time to random@B", "fallback"]
+    rows = [[s.label, *(cell(s.checkpoints[c]) for c in CHECKPOINTS), f"{s.reached_fraction}/{len(s.runs)}",
+             seconds(s.time_to_fraction), seconds(s.time_to_baseline), f"{s.fallback_share:.1%}"]
+            for s in comparison.summaries]
+    if markdown:
+        lines = [f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(str(x)) for x in col) for col in zip(columns, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines = [title, fmt.format(*columns), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    return "\n".join(lines + [fmt.format(*row) for row in rows])
 
 
 def to_dict(comparison: Comparison) -> dict[str, Any]:
