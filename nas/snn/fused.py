@@ -17,6 +17,8 @@ spikingjelly's). Tests: ``tests/test_snn_fused.py``.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from dataclasses import dataclass
 from types import ModuleType
@@ -27,17 +29,11 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 from torch.autograd.function import once_differentiable
 
-_kernel_module: ModuleType | None = None
 
-
+@functools.cache
 def _kernel() -> ModuleType:
     """The numba kernel module, imported on first use (importing numba costs ~0.4 s)."""
-    global _kernel_module
-    if _kernel_module is None:
-        from nas.snn import _lif_kernel
-
-        _kernel_module = _lif_kernel
-    return _kernel_module
+    return importlib.import_module("nas.snn._lif_kernel")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ elements, added in another order (relative difference ~1e-7).
 
 from __future__ import annotations
 
+import functools
+import importlib
 from types import ModuleType
 from typing import Any
 
@@ -16,17 +18,11 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-_kernel_module: ModuleType | None = None
 
-
+@functools.cache
 def _kernel() -> ModuleType:
     """The numba kernel module, imported on first use (importing numba costs ~0.4 s)."""
-    global _kernel_module
-    if _kernel_module is None:
-        from nas.snn import _scan_kernel
-
-        _kernel_module = _scan_kernel
-    return _kernel_module
+    return importlib.import_module("nas.snn._scan_kernel")
 
 
 def spatial_lif_reference(x: torch.Tensor, tau: torch.Tensor, vth: torch.Tensor, group: int, dim: int) -> torch.Tensor:
