@@ -143,10 +143,11 @@ def _print_result(result: SearchResult, root: str) -> int:
         print(f"search {result.name} stopped: its time budget ran out after {done} ({result.seconds:.0f} s); "
               f"continue with: {resume} [--time-budget SECONDS]")
         return EXIT_TIME_BUDGET
-    print(f"search {result.name} finished in {result.seconds:.0f} s ({done}); hypervolume {hv}")
     if result.error:
+        print(f"search {result.name} stopped after {done} ({result.seconds:.0f} s); hypervolume {hv}")
         print(f"nas: error: search {result.name} stopped: {result.error}", file=sys.stderr)
         return 2
+    print(f"search {result.name} finished in {result.seconds:.0f} s ({done}); hypervolume {hv}")
     return 0
 
 
@@ -305,7 +306,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- cluster (issue 9)
 def _cluster(args: argparse.Namespace) -> int:
     from nas.cluster import cluster_down, cluster_status, cluster_up
+    from nas.search.store import check_root
 
+    check_root(args.root)
     if args.action == "down":
         was_up = cluster_status(args.root).state is not None
         cluster_down(args.root)

@@ -21,6 +21,7 @@ only its path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -387,7 +388,8 @@ def _write_token(token_path: Path, log_dir: Path) -> None:
             handle.write(secrets.token_hex(32))
         log_dir.mkdir(exist_ok=True)
     except OSError as error:
-        token_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the cause may be a file in the way of the folder itself
+            token_path.unlink(missing_ok=True)
         if not existed:
             shutil.rmtree(folder, ignore_errors=True)
         raise NasError(f"cluster: cannot write {folder} ({error.strerror or error}); choose another --root") from None

@@ -127,22 +127,13 @@ def _cuda() -> Check:
 
 def _data_folder() -> Check:
     """Whether the dataset cache (``$NAS_DATA_DIR`` or ``~/.cache/nas/data``) can be written, without creating it."""
-    import tempfile
-
+    from nas._paths import write_problem
     from nas.data import default_data_dir
 
     folder = default_data_dir()
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return Check("data folder", f"{folder}: {existing} is a file, not a folder", False)
-    try:
-        # os.access says yes to root even where writing fails (read-only mounts): try for real.
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".nas-doctor-"):
-            pass
-    except OSError as error:
-        return Check("data folder", f"{folder}: not writable ({error.strerror or error}); set NAS_DATA_DIR", False)
+    problem = write_problem(folder)
+    if problem is not None:
+        return Check("data folder", f"{folder}: {problem}; set NAS_DATA_DIR", False)
     return Check("data folder", f"{folder} (writable)", True)
 
 

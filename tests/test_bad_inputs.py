@@ -221,6 +221,8 @@ CASES = [
     ("launch-tracking-folder", ["launch", "{space}", "--root", "{root}", "--name", "x", "--tracking-uri",
                                 "sqlite:////nonexistent/mlflow.db"], "folder /nonexistent does not exist"),
     ("launch-root-file", ["launch", "{space}", "--root", "{file}"], "is a file, not a run folder"),
+    ("launch-storage-readonly", ["launch", "{space}", "--root", "{root}", "--name", "x", "--storage",
+                                 "sqlite:///{readonly}/db/optuna.db"], "cannot create folder"),
     ("launch-root-below-file", ["launch", "{space}", "--root", "{file}/runs"], "a-file"),
     ("launch-root-readonly", ["launch", "{space}", "--root", "{readonly}/runs"], "cannot write there"),
     ("launch-root-full", ["launch", "{space}", "--root", "{full}/runs"], "{full}"),
@@ -233,6 +235,8 @@ CASES = [
     # status, pareto, report: read-only
     ("status-root-file", ["status", "--root", "{file}"], "is a file, not a run folder"),
     ("status-unknown", ["status", "nope", "--root", "{root}"], "unknown search 'nope'; searches in"),
+    ("status-storage-not-url", ["status", "base", "--root", "{root}", "--storage", "notaurl"],
+     "is not a SQLAlchemy URL"),
     ("status-zero-byte-study", ["status", "--root", "{zero_root}"], "is an empty file, not a nas study"),
     ("status-foreign-study", ["status", "--root", "{foreign_root}"], "is not a nas study"),
     ("status-new-storage", ["status", "base", "--root", "{root}", "--storage", "sqlite:///{base}/new/optuna.db"],
@@ -242,6 +246,8 @@ CASES = [
     ("pareto-unknown", ["pareto", "nope", "--root", "{root}"], "unknown search 'nope'"),
     ("pareto-root-file", ["pareto", "base", "--root", "{file}"], "is a file, not a run folder"),
     ("pareto-zero-byte-study", ["pareto", "z", "--root", "{zero_root}"], "is an empty file, not a nas study"),
+    ("report-zero-byte-study", ["report", "z", "--root", "{zero_root}"], "is an empty file, not a nas study"),
+    ("pareto-foreign-study", ["pareto", "f", "--root", "{foreign_root}"], "is not a nas study"),
     ("report-unknown", ["report", "nope", "--root", "{root}"], "unknown search 'nope'"),
     ("report-out-file", ["report", "base", "--root", "{root}", "--out", "{file}"], "a-file"),
     ("report-out-readonly", ["report", "base", "--root", "{root}", "--out", "{readonly}/report"],
@@ -255,21 +261,27 @@ CASES = [
     ("export-out-file", ["export", "base", "--trial", "0", "--root", "{root}", "--out", "{file}"],
      "exists and is not a folder"),
     ("export-format", ["export", "base", "--pareto", "--root", "{root}", "--format", "tflite"], "'tflite'"),
+    ("export-out-readonly", ["export", "base", "--trial", "0", "--root", "{root}", "--out", "{readonly}/x"],
+     "(Read-only file system); choose another folder"),
     ("export-retrain", ["export", "base", "--pareto", "--root", "{root}", "--retrain-epochs", "-1"],
      "--retrain-epochs must be"),
     ("export-none-chosen", ["export", "base", "--root", "{root}"], "one of the arguments --pareto --knee --trial"),
     # ui
     ("ui-port-zero", ["ui", "--root", "{root}", "--port", "0"], "--port must be in 1..65535"),
     ("ui-port-huge", ["ui", "--root", "{root}", "--port", "70000"], "--port must be in 1..65535"),
+    ("ui-port-negative", ["ui", "--root", "{root}", "--port", "-1"], "--port must be in 1..65535"),
     ("ui-root-file", ["ui", "--root", "{file}"], "is a file, not a run folder"),
     ("ui-root-empty", ["ui", "--root", "{base}/nothing-here"], "no MLflow store here"),
     # cluster
-    ("cluster-root-file", ["cluster", "up", "--root", "{file}"], "a-file"),
+    ("cluster-root-file", ["cluster", "up", "--root", "{file}"], "is a file, not a run folder"),
+    ("cluster-root-below-file", ["cluster", "up", "--root", "{file}/runs"], "choose another --root"),
     ("cluster-root-readonly", ["cluster", "up", "--root", "{readonly}/runs"], "choose another --root"),
     ("cluster-root-full", ["cluster", "up", "--root", "{full}/runs"], "choose another --root"),
     ("cluster-workers", ["cluster", "up", "--root", "{base}/cluster-root", "--workers", "-1"],
      "--workers must be between 0 and 250"),
     ("cluster-action", ["cluster", "restart", "--root", "{root}"], "invalid choice: 'restart'"),
+    ("cluster-status-file", ["cluster", "status", "--root", "{file}"], "is a file, not a run folder"),
+    ("cluster-down-file", ["cluster", "down", "--root", "{file}"], "is a file, not a run folder"),
     # data
     ("data-unknown", ["data", "build", "imagenet22k"], "imagenet22k"),
     ("data-src-builtin", ["data", "build", "mnist", "--src", "/tmp"], "is built in and takes no --src"),
@@ -279,12 +291,15 @@ CASES = [
     ("data-out-full", ["data", "build", "mnist", "--out", "{full}"], "MiB free"),
     ("data-info-missing", ["data", "info", "/nonexistent/x.beton"], "no such .beton file"),
     ("data-info-not-beton", ["data", "info", "{binary}"], "corrupt or truncated .beton"),
+    ("data-info-text", ["data", "info", "{file}"], "corrupt or truncated .beton"),
     # energy
     ("energy-unknown", ["energy", "resnet50"], "unknown model 'resnet50'"),
     ("energy-img-huge", ["energy", "snnmlp_t", "--img-size", "100000"], "--img-size must be in 1..2048"),
     ("energy-img-zero", ["energy", "snnmlp_t", "--img-size", "0"], "--img-size must be in 1..2048"),
     ("energy-batch-zero", ["energy", "snnmlp_t", "--batch-size", "0"], "--batch-size must be in"),
     ("energy-steps-zero", ["energy", "snnmlp_t", "--time-steps", "0"], "--time-steps must be in"),
+    ("energy-chans-zero", ["energy", "snnmlp_t", "--in-chans", "0"], "--in-chans must be in"),
+    ("energy-classes-zero", ["energy", "snnmlp_t", "--num-classes", "0"], "--num-classes must be in"),
     ("energy-profile", ["energy", "snnmlp_t", "--profile", "3nm-dreams"], "3nm-dreams"),
     ("energy-checkpoint", ["energy", "snnmlp_t", "--checkpoint", "{binary}"], "not a readable state_dict"),
     # train
@@ -302,9 +317,12 @@ CASES = [
      "cannot read the trial config"),
     ("train-not-json", ["train", "{space}", "--params", "{width: 8}"], "not valid JSON"),
     ("train-space-missing", ["train", "/nonexistent/space.py", "--params", "{}"], "search-space file not found"),
+    ("train-dataset-unknown", ["train", "{space}", "--params", json.dumps(PARAMS), "--dataset", "imagenet22k"],
+     "imagenet22k"),
     # evaluate, bench
     ("evaluate-missing", ["evaluate", "/nonexistent/export"], "not an export folder"),
     ("evaluate-file", ["evaluate", "{file}"], "not an export folder"),
+    ("evaluate-binary", ["evaluate", "{binary}"], "not an export folder"),
     ("bench-info-unknown", ["bench", "info", "no-such-table"], "no-such-table"),
     ("bench-run-unknown", ["bench", "run", "--table", "no-such-table"], "no-such-table"),
     ("bench-run-workers", ["bench", "run", "--table", "snnmlp", "--workers", "0"], "--workers must be at least 1"),
@@ -357,3 +375,13 @@ def test_the_matrix_covers_every_subcommand() -> None:
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     tried = {argv[0] for _, argv, _ in CASES if argv}
     assert commands - {"doctor"} <= tried  # doctor has its own case in test_doctor.py
+
+
+def test_verbose_adds_the_traceback_above_the_same_line(ctx: dict[str, str],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["report", "base", "--root", ctx["root"], "--out", ctx["file"]]
+    assert main(argv) == 2
+    quiet = capsys.readouterr().err.strip().splitlines()
+    assert main([*argv, "--verbose"]) == 2
+    loud = capsys.readouterr().err.strip().splitlines()
+    assert loud[0].startswith("Traceback") and loud[-1] == quiet[0] and len(loud) > 3

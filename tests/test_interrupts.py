@@ -350,3 +350,47 @@ def test_a_killed_worker_is_retried_quietly_and_nothing_is_lost(tmp_path: Path, 
     trials = assert_study_and_mlflow_agree(root, name, parent_status="FINISHED")
     assert len(_counted(trials)) == 4
     assert any(t.user_attrs.get("ray_restarts") for t in trials), "the killed trial was retried by Ray"
+
+
+# Raises only in a real search's study: the load-time check of the file draws from an unnamed study.
+FLAKY_SAMPLE = """
+from nas import SearchSpace
+from nas.snn import SNNMLP, SNNMLPConfig
+from nas.train import TrainRecipe
+
+
+def sample(trial):
+    width = trial.suggest_categorical("width", [8, 12, 16])
+    depth = trial.suggest_int("depth1", 1, 2)
+    study = getattr(trial, "study", None)
+    if study is not None and "no-name" not in study.study_name and {condition}:
+        raise ValueError(f"width {{width}} does not fit this board")
+    return SNNMLPConfig(img_size=28, in_chans=1, num_classes=10, patch_size=2, norm="batchnorm", width=width,
+                        depths=(1, depth), lif_group=2, mlp_ratio=2)
+
+
+space = SearchSpace(name="flaky", sample=sample, build=SNNMLP, epochs=1, trials=3,
+                    recipe=TrainRecipe(batch_size=64, train_subset=128, val_subset=64, energy_images=32))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("condition", "trials", "status"), [("trial.number == 1", 3, 0), ("True", 8, 2)])
+def test_a_sample_that_raises_fails_its_trial_and_only_a_run_of_them_stops_the_search(
+        tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str], condition: str, trials: int,
+        status: int) -> None:
+    space = tmp_path / "flaky.py"
+    space.write_text(FLAKY_SAMPLE.format(condition=condition))
+    root = tmp_path / "runs"
+    assert main(["launch", str(space), "--root", str(root), "--name", "flaky", "--concurrency", "1",
+                 "--trials", str(trials)]) == status
+    err = capsys.readouterr().err.strip().splitlines()
+    trials = assert_study_and_mlflow_agree(root, "flaky", parent_status="FINISHED" if status == 0 else "FAILED")
+    failed = [t for t in trials if (t.user_attrs.get("fail_reason") or "").startswith("sample: ValueError: width")]
+    assert all(f"{space}:" in t.user_attrs["fail_reason"] for t in failed)
+    if status == 0:  # one trial failed in sample, the other two of the budget trained
+        assert [t.number for t in failed] == [1] and len(_counted(trials)) == 3 and err == []
+    else:
+        assert len(failed) == 5 and len(err) == 1
+        assert err[0].startswith("nas: error: search flaky stopped: the space's sample failed on 5 trials in a row")
+        assert f"{space}:" in err[0] and "ValueError: width" in err[0] and err[0].endswith("does not fit this board")
