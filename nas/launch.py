@@ -50,16 +50,15 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
             status = "FINISHED" if result.finished else "FAILED" if result.error else "KILLED"
             if not result.interrupted:  # after a Ctrl-C the user wants the prompt back, not model uploads
                 _log_front_models(prepared, tracker, result)
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
         finally:
             view.close()
-    except BaseException:
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            status = "KILLED"
         try:
             tracker.finish_search(status)
-        except Exception as error:  # the error already under way is the one to report
-            print(f"nas: warning: could not close the MLflow run: {error}", file=sys.stderr)
+        except Exception as close_error:  # the error already under way is the one to report
+            print(f"nas: warning: could not close the MLflow run: {close_error}", file=sys.stderr)
         raise
     else:
         tracker.finish_search(status)

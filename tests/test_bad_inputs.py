@@ -385,3 +385,23 @@ def test_verbose_adds_the_traceback_above_the_same_line(ctx: dict[str, str],
     assert main([*argv, "--verbose"]) == 2
     loud = capsys.readouterr().err.strip().splitlines()
     assert loud[0].startswith("Traceback") and loud[-1] == quiet[0] and len(loud) > 3
+
+
+def test_a_disk_that_fills_during_data_build_fails_promptly_and_keeps_nothing(
+        tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from nas.data import _store
+    from nas.errors import NasError
+
+    folder = tmp_path / "small"
+    if not _mount_tmpfs(folder, "size=3m", request):
+        pytest.skip("needs a small tmpfs (mount needs root)")
+    # The check of free space would refuse this build up front; without it the disk fills mid-write,
+    # where FFCV's writer used to wait forever for its dead worker processes.
+    monkeypatch.setattr(_store, "_check_free_space", lambda folder, splits: None)
+    started = time.monotonic()
+    with pytest.raises(NasError, match="writing failed"):
+        _store.build("mnist", out=folder)
+    assert time.monotonic() - started < 120
+    assert sorted(p.name for p in folder.iterdir()) == [".mnist.lock"], "a partial file was kept"

@@ -8,6 +8,10 @@ Run-folder layout (``--root``, default ``./nas-runs``)::
     <root>/<name>/space.py    a copy of the search-space file
     <root>/<name>/trials/<n>/ final weights and metrics of finished trials
     <root>/<name>/ray/        Ray Tune's experiment folders (unless --storage-path)
+    <root>/.locks/<name>.lock held by the process that creates or runs the search (``SearchLock``)
+
+Commands that only look (``nas status``, ``pareto``, ``report``, ``export``) open the storage
+read-only (``open_storage(read_only=True)``): they never create, migrate or rewrite a study file.
 """
 
 from __future__ import annotations
