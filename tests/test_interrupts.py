@@ -144,6 +144,7 @@ def test_the_time_budget_and_a_signal_ask_the_run_to_stop() -> None:
 
 def test_a_signal_is_handled_once_then_quits(capsys: pytest.CaptureFixture[str]) -> None:
     control = StopControl()
+    before = signal.getsignal(signal.SIGTERM)
     with control.handling_signals():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.1)
@@ -151,7 +152,7 @@ def test_a_signal_is_handled_once_then_quits(capsys: pytest.CaptureFixture[str])
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.1)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before, "the handlers in place before are back"
     assert "SIGTERM received: stopping" in capsys.readouterr().err
 
 
