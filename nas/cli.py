@@ -2,16 +2,19 @@
 
 Every handler calls one function of a room (``nas.data``, ``nas.energy``, ``nas.search``, ...) and
 prints what it returns, so everything the CLI does is reachable through the Python API.
-A ``NasError`` becomes one line on stderr and exit code 2; anything else is a bug and keeps its
-traceback.
+A ``NasError`` becomes one line on stderr and exit code 2, and so does every error a user's input or
+machine can cause (a path that cannot be written, a full disk, a storage, MLflow or Ray failure):
+the line names the path or URL and what to do, and ``--verbose`` adds the traceback. Anything else
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from nas.errors import NasError
 from nas.search.choices import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLERS, SCHEDULERS
@@ -57,8 +60,11 @@ def _energy(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)  # a bad profile fails before a model is built
     if args.model not in list_models():
         raise NasError(f"unknown model {args.model!r} (known: {', '.join(list_models())})")
-    if args.batch_size < 1:
-        raise NasError(f"--batch-size must be >= 1, got {args.batch_size}")
+    for flag, value, limit in (("--batch-size", args.batch_size, 4096), ("--img-size", args.img_size, 2048),
+                               ("--time-steps", args.time_steps, 1024), ("--num-classes", args.num_classes, 100_000),
+                               ("--in-chans", args.in_chans, 1024)):
+        if value is not None and not 1 <= value <= limit:
+            raise NasError(f"{flag} must be in 1..{limit}, got {value}")
     overrides = {"time_steps": args.time_steps} if args.time_steps is not None else {}
     try:
         model = create_model(
@@ -89,7 +95,13 @@ def _energy(args: argparse.Namespace) -> int:
         print("nas: warning: random weights (BatchNorm statistics calibrated on random images); firing rates and "
               "SOPs of untrained weights are not meaningful, use --checkpoint for trained ones", file=sys.stderr)
         calibrate_norms(model, random_images)
-    report = measure(model, images, profile)
+    try:
+        report = measure(model, images, profile)
+    except (MemoryError, RuntimeError) as error:
+        if not isinstance(error, MemoryError) and "alloc" not in str(error):
+            raise
+        raise NasError(f"model {args.model} at --img-size {size} and --batch-size {args.batch_size} needs more "
+                       "memory than this machine has; try a smaller --img-size or --batch-size") from error
     print(json.dumps(report.to_dict(), indent=2) if args.json else render_table(report))
     return 0
 
@@ -102,7 +114,11 @@ def _search_options(args: argparse.Namespace) -> SearchOptions:
     return SearchOptions(**{k: v for k, v in vars(args).items() if k in fields})
 
 
-def _print_result(result: SearchResult, root: str) -> None:
+def _print_result(result: SearchResult, root: str) -> int:
+    """Print what a search produced and the line that says how it ended; returns the exit status."""
+    import signal
+
+    from nas.search.controller import EXIT_TIME_BUDGET
     from nas.search.summary import front_rows, render_front
 
     rows = front_rows(result.records, result.objectives)
@@ -113,19 +129,32 @@ def _print_result(result: SearchResult, root: str) -> None:
         normalised = result.normalised_hypervolume
         hv = (f"{normalised:.4f} of the reference box (raw {result.hypervolume:.4g}; reference {reference})"
               if normalised is not None else f"{result.hypervolume:.4g} (reference {reference})")
-    state = "interrupted (resume with: nas resume " + result.name + ")" if result.interrupted else "finished"
     if result.space_exhausted:
         print(f"search {result.name}: every architecture of the space has been tried; the search ended early")
-    print(f"search {result.name} {state} in {result.seconds:.0f} s; hypervolume {hv}")
+    done = f"{result.trials_done} of {result.trials} trials"
+    resume = f"nas resume {result.name} --root {root}"
     print(f"browse it: nas ui --root {root}   |   nas pareto {result.name} --root {root}")
+    if result.interrupted:
+        signum = result.stop_signal or signal.SIGINT
+        print(f"search {result.name} interrupted by {signal.Signals(signum).name} after {done} "
+              f"({result.seconds:.0f} s); resume with: {resume}")
+        return 128 + signum
+    if result.time_budget_reached:
+        print(f"search {result.name} stopped: its time budget ran out after {done} ({result.seconds:.0f} s); "
+              f"continue with: {resume} [--time-budget SECONDS]")
+        return EXIT_TIME_BUDGET
+    if result.error:
+        print(f"search {result.name} stopped after {done} ({result.seconds:.0f} s); hypervolume {hv}")
+        print(f"nas: error: search {result.name} stopped: {result.error}", file=sys.stderr)
+        return 2
+    print(f"search {result.name} finished in {result.seconds:.0f} s ({done}); hypervolume {hv}")
+    return 0
 
 
 def _launch(args: argparse.Namespace) -> int:
     from nas.launch import launch
 
-    result = launch(_search_options(args))
-    _print_result(result, args.root)
-    return 130 if result.interrupted else 0
+    return _print_result(launch(_search_options(args)), args.root)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -133,10 +162,9 @@ def _resume(args: argparse.Namespace) -> int:
     from nas.search.controller import SearchOptions
 
     options = SearchOptions(space="", name=args.name, root=args.root, address=args.address, storage=args.storage,
-                            tracking_uri=args.tracking_uri, verbose=args.verbose, resume=True)
-    result = launch(options)
-    _print_result(result, args.root)
-    return 130 if result.interrupted else 0
+                            tracking_uri=args.tracking_uri, verbose=args.verbose, resume=True,
+                            time_budget=args.time_budget)
+    return _print_result(launch(options), args.root)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -171,9 +199,14 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from nas.search.controller import LARGE_BUDGETS, SEED_MAX
     from nas.search.summary import render_rows
     from nas.space import load_space, parse_params, train_params
 
+    if args.epochs is not None and not 1 <= args.epochs <= LARGE_BUDGETS["epochs"]:
+        raise NasError(f"--epochs must be in 1..{LARGE_BUDGETS['epochs']}, got {args.epochs}")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise NasError(f"--seed must be in 0..{SEED_MAX}, got {args.seed}")
     space = load_space(args.space, check_samples=0)
     params = parse_params(args.params, args.trial_config)
     rows = []
@@ -214,9 +247,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from nas.search.store import list_search_names
+    from nas.search.store import check_root, list_search_names
     from nas.tracking import MlflowUi, find_parent_run, run_url
 
+    if not 0 < args.port < 65536:
+        raise NasError(f"--port must be in 1..65535, got {args.port}")
+    check_root(args.root)
     ui = MlflowUi(args.root, port=args.port)
     print(f"starting the MLflow UI for {ui.tracking_uri} ...", flush=True)
     url = ui.start()
@@ -270,7 +306,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- cluster (issue 9)
 def _cluster(args: argparse.Namespace) -> int:
     from nas.cluster import cluster_down, cluster_status, cluster_up
+    from nas.search.store import check_root
 
+    check_root(args.root)
     if args.action == "down":
         was_up = cluster_status(args.root).state is not None
         cluster_down(args.root)
@@ -317,6 +355,16 @@ def _bench_run(args: argparse.Namespace) -> int:
 
     from nas.bench import compare, default_budget, load_table, render, settings_grid, to_dict
 
+    for flag, count in (("--workers", args.workers), ("--seeds", args.seeds), ("--processes", args.processes)):
+        if count < 1:
+            raise NasError(f"{flag} must be at least 1, got {count}")
+    if not 0 < args.fraction <= 1:
+        raise NasError(f"--fraction must be in (0, 1], got {args.fraction}")
+    if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):
+        raise NasError(f"--budget must be positive simulated seconds, got {args.budget}")
+    for eta in args.eta:
+        if not (math.isfinite(eta) and eta > 1):
+            raise NasError(f"--eta must be greater than 1, got {eta}")
     results, tables = [], []
     for name in args.table:
         table = load_table(name)
@@ -358,12 +406,20 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-trial", type=float, default=None)
     p.add_argument("--time-budget", type=float, default=None, help="seconds; stop launching trials after it")
     p.add_argument("--max-failures", type=int, default=1, help="Ray retries of a crashing trial")
-    p.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    p.add_argument("--yes", action="store_true", help="accept very large budgets (--trials, --epochs, --concurrency)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own logs and the traceback of an error")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"nas: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``nas`` argument parser."""
-    parser = argparse.ArgumentParser(prog="nas", description="Architecture search for spiking neural networks")
+    parser = _Parser(prog="nas", description="Architecture search for spiking neural networks")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("doctor", help="check what this machine has for nas")
@@ -422,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None)
     p.add_argument("--storage", default=None, help="storage URL, needed when it holds a password")
     p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds for this run (default: none; the budget of an earlier run is not reused)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own logs and the traceback of an error")
     p.set_defaults(handler=_resume)
 
     p = sub.add_parser("status", help="searches in the run folder")
@@ -505,17 +563,82 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command a ``--verbose`` that shows the traceback behind a one-line error."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_verbose(child)
+    if parser._subparsers is None and "--verbose" not in parser._option_string_actions:
+        parser.add_argument("--verbose", action="store_true", help="show the traceback of an error")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nas`` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _add_verbose(parser)
+    args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except NasError as error:
-        print(f"nas: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        line = error_line(error)
+        if line is None:
+            raise  # a bug: keep the traceback
+        if getattr(args, "verbose", False):
+            import traceback
+
+            traceback.print_exception(error.__cause__ or error, file=sys.stderr)
+        print(f"nas: error: {line}", file=sys.stderr)
+        return 2
+
+
+_ERRNO_HINTS = {
+    "EACCES": "permission denied: choose another folder or fix its permissions",
+    "EPERM": "not permitted: choose another folder or fix its permissions",
+    "EROFS": "read-only file system: choose a writable folder",
+    "ENOSPC": "no space left on the device: free some space or choose another folder",
+    "EDQUOT": "disk quota exceeded: free some space or choose another folder",
+    "ENOTDIR": "a file is in the way of a folder",
+    "EISDIR": "is a folder, a file was expected",
+    "EEXIST": "already exists",
+    "ENOENT": "no such file or folder",
+    "ENAMETOOLONG": "file name too long",
+}
+# Libraries whose exceptions stand for a problem with the user's storage, tracking server or cluster.
+_SERVICE_LIBRARIES = ("sqlalchemy", "mlflow", "ray", "optuna", "psycopg2")
+
+
+def error_line(error: BaseException) -> str | None:
+    """The one line the CLI prints for an error a user can cause, or ``None`` for a bug.
+
+    ``NasError`` says it itself; an ``OSError`` names its path and what to do; errors of the
+    storage, MLflow and Ray libraries name themselves and point at ``--verbose``.
+    """
+    import errno
+
+    from nas._urls import mask_urls_in
+
+    if isinstance(error, NasError):
+        return str(error)
+    if isinstance(error, OSError):
+        code = errno.errorcode.get(error.errno or 0, "")
+        what = _ERRNO_HINTS.get(code) or error.strerror or str(error) or type(error).__name__
+        paths = [p for p in (error.filename, error.filename2) if p is not None]
+        where = " -> ".join(str(p) for p in paths)
+        return mask_urls_in(f"{where}: {what}" if where else f"{what} ({type(error).__name__})")
+    if isinstance(error, MemoryError):
+        return "out of memory; try a smaller model, batch or image size"
+    if type(error).__module__.split(".")[0] in _SERVICE_LIBRARIES:
+        cause = error
+        while cause.__cause__ is not None and type(cause.__cause__).__module__.split(".")[0] in _SERVICE_LIBRARIES:
+            cause = cause.__cause__
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        text = lines[0] if lines else ""
+        return mask_urls_in(f"{type(cause).__name__}: {text[:300]} (rerun with --verbose for the traceback)")
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

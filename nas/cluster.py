@@ -21,6 +21,7 @@ only its path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -374,6 +375,26 @@ def _wait_listening(host: str, port: int, node: NodeProcess, process: subprocess
     raise NasError(f"cluster: node {node.name} not listening on {host}:{port} after {timeout_s:.0f} s; see {node.log}")
 
 
+def _write_token(token_path: Path, log_dir: Path) -> None:
+    """The cluster's folder, its token (mode 0600 from the start) and its log folder; a root that
+    cannot take them (read-only, full, a file in the way) fails in one line and keeps nothing."""
+    folder = token_path.parent
+    existed = folder.is_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Created with 0600 from the start so the token is never readable by others, even briefly.
+        fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        log_dir.mkdir(exist_ok=True)
+    except OSError as error:
+        with contextlib.suppress(OSError):  # the cause may be a file in the way of the folder itself
+            token_path.unlink(missing_ok=True)
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise NasError(f"cluster: cannot write {folder} ({error.strerror or error}); choose another --root") from None
+
+
 def cluster_up(
     root: Path | str,
     *,
@@ -404,16 +425,11 @@ def cluster_up(
         cluster_down(root)
 
     started = time.monotonic()
-    path.parent.mkdir(parents=True, exist_ok=True)
     token_path = path.parent / TOKEN_FILE
-    # Created with 0600 from the start so the token is never readable by others, even briefly.
-    fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32))
+    log_dir = path.parent / "logs"
+    _write_token(token_path, log_dir)
     # Short and private: Ray puts Unix sockets under the temp dir, and their paths must stay < 108 bytes.
     temp_root = Path(tempfile.mkdtemp(prefix="nasray-"))
-    log_dir = path.parent / "logs"
-    log_dir.mkdir(exist_ok=True)
 
     env = dict(os.environ)
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path.resolve())})

@@ -83,6 +83,7 @@ def _probe(code: str, timeout: float) -> tuple[bool, str, float]:
     start = time.perf_counter()
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # the probe must start its own Ray, never join someone's cluster
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # and listen on loopback only, as a local search does
     try:
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, check=False
@@ -124,6 +125,18 @@ def _cuda() -> Check:
     return Check("CUDA", "no (CPU only; fine for nas)", None, required=False)
 
 
+def _data_folder() -> Check:
+    """Whether the dataset cache (``$NAS_DATA_DIR`` or ``~/.cache/nas/data``) can be written, without creating it."""
+    from nas._paths import write_problem
+    from nas.data import default_data_dir
+
+    folder = default_data_dir()
+    problem = write_problem(folder)
+    if problem is not None:
+        return Check("data folder", f"{folder}: {problem}; set NAS_DATA_DIR", False)
+    return Check("data folder", f"{folder} (writable)", True)
+
+
 def check_machine(*, start_ray: bool = True) -> DoctorReport:
     """Run every check. ``start_ray=False`` skips starting a local Ray (the slowest check)."""
     report = DoctorReport()
@@ -147,6 +160,7 @@ def check_machine(*, start_ray: bool = True) -> DoctorReport:
         ok, value = _ffcv_extension()
         report.checks.append(Check("ffcv extension", value, ok))
 
+    report.checks.append(_data_folder())
     if not start_ray:
         report.checks.append(Check("local Ray", "skipped (--no-ray)", None))
     elif _version("ray") is None:

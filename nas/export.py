@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas._paths import check_writable
 from nas.errors import NasError
 from nas.search.records import COMPLETE, TrialRecord
 
@@ -186,6 +187,7 @@ def export_search(options: ExportOptions) -> list[ExportedModel]:
     out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise NasError(f"--out {out} exists and is not a folder")
+    check_writable(out, "--out")  # before the data loaders are built and models traced
     targets = {r.number: out / f"{handle.name}-trial-{r.number}" for r in chosen}
     for target in targets.values():
         if target.exists() and not target.is_dir():

@@ -14,7 +14,11 @@ from nas.search.progress import LiveView
 
 
 def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool | None = None) -> SearchResult:
-    """Run a search end to end; returns when it finishes, is interrupted or runs out of budget."""
+    """Run a search end to end; returns when it finishes, is interrupted or runs out of budget.
+
+    The MLflow parent run always ends with the search's true state: FINISHED, KILLED (a signal or the
+    time budget stopped it) or FAILED (an error, the space's sample failing over and over).
+    """
     if not options.verbose:
         _quiet_libraries()
     from nas.tracking import MlflowTracker
@@ -32,21 +36,34 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
 
     prepared = prepare_search(options, before_create=check_tracking)
     tracker = trackers[0]
-    tracker.start_search(
-        space_file=prepared.search_dir / "space.py",
-        search_params=_search_params(prepared),
-        resume=prepared.options.resume,
-    )
-    view = LiveView(prepared.name, total_trials=prepared.trials, objectives=prepared.objectives,
-                    stream=stream or sys.stdout, live=live)
     status = "FAILED"
     try:
-        result = run_search(prepared, listeners=[tracker, view])
-        status = "KILLED" if result.interrupted else "FINISHED"
-        _log_front_models(prepared, tracker, result)
-    finally:
-        view.close()
+        tracker.start_search(
+            space_file=prepared.search_dir / "space.py",
+            search_params=_search_params(prepared),
+            resume=prepared.options.resume,
+        )
+        view = LiveView(prepared.name, total_trials=prepared.trials, objectives=prepared.objectives,
+                        stream=stream or sys.stdout, live=live)
+        try:
+            result = run_search(prepared, listeners=[tracker, view])
+            status = "FINISHED" if result.finished else "FAILED" if result.error else "KILLED"
+            if not result.interrupted:  # after a Ctrl-C the user wants the prompt back, not model uploads
+                _log_front_models(prepared, tracker, result)
+        finally:
+            view.close()
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            status = "KILLED"
+        try:
+            tracker.finish_search(status)
+        except Exception as close_error:  # the error already under way is the one to report
+            print(f"nas: warning: could not close the MLflow run: {close_error}", file=sys.stderr)
+        raise
+    else:
         tracker.finish_search(status)
+    finally:
+        prepared.release()
     return result
 
 
@@ -63,8 +80,12 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("mlflow", "alembic", "ray", "ray.tune"):
+    for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Ray Tune logs a failed trial's whole traceback at ERROR; the study, MLflow and the live view
+    # already give its one-line reason.
+    for name in ("ray", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _search_params(prepared: Any) -> dict[str, Any]:

@@ -20,7 +20,10 @@ import dataclasses
 import hashlib
 import inspect
 import linecache
+import re
+import sys
 import traceback
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,14 +241,9 @@ def load_space_source(
         code = compile(source, str(path), "exec")
     except SyntaxError as error:
         raise NasError(f"{path}:{error.lineno}: syntax error: {error.msg}") from None
-    module_name = f"nas_space_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
-    namespace: dict[str, Any] = {"__name__": module_name, "__file__": str(path)}
     # Source lines for tracebacks even when the file exists only on another machine.
     linecache.cache[str(path)] = (len(source), None, source.splitlines(keepends=True), str(path))
-    try:
-        exec(code, namespace)
-    except Exception as error:  # a user file can raise anything; report where, in one line
-        raise _space_error(path, error) from None
+    namespace = _space_module(source, code, path).__dict__
     spaces = [value for value in namespace.values() if isinstance(value, SearchSpace)]
     if not spaces:
         raise NasError(f"{path}: defines no SearchSpace (expected e.g. `space = SearchSpace(name=..., ...)`)")
@@ -256,6 +254,38 @@ def load_space_source(
     if check_samples:
         _check_sampling(space, path, check_samples, data_info)
     return space
+
+
+def _space_module(source: str, code: Any, path: Path) -> types.ModuleType:
+    """The space file executed as a real module, registered in ``sys.modules``.
+
+    ``dataclasses``, ``typing.get_type_hints`` and pickling look a class's module up by name, so a
+    file executed without one fails at its first ``@dataclass``. The name comes from the source's
+    hash: every process (the controller, each Ray worker) registers the same text under the same
+    name, so objects pickled in one load in another; loading the same text again reuses the module,
+    so its classes stay the ones already in use. MLflow's model pickles (cloudpickle) carry the
+    module's code by value, so a logged model loads where the module is not registered.
+    """
+    name = f"nas_space_{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+    loaded = sys.modules.get(name)
+    if isinstance(loaded, types.ModuleType) and getattr(loaded, "__nas_source__", None) == source:
+        return loaded
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    module.__nas_source__ = source  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    try:
+        exec(code, module.__dict__)
+    except Exception as error:  # a user file can raise anything; report where, in one line
+        del sys.modules[name]
+        raise _space_error(path, error) from None
+    try:
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
+    except ImportError:  # only MLflow's model logging needs it
+        pass
+    return module
 
 
 def _check_sampling(space: SearchSpace, path: Path, count: int, data_info: DataInfo | None) -> None:
@@ -317,6 +347,8 @@ def parse_params(text: str | None = None, file: str | Path | None = None) -> dic
             text = Path(file).read_text()
         except OSError as error:
             raise NasError(f"{file}: cannot read the trial config ({error.strerror or error})") from None
+        except UnicodeDecodeError:
+            raise NasError(f"{file}: not a text file; a trial config is JSON (e.g. an export's arch.json)") from None
     if text is None:
         raise NasError("give the candidate's params with --params '{...}' or --trial-config FILE")
     try:
@@ -328,6 +360,45 @@ def parse_params(text: str | None = None, file: str | Path | None = None) -> dic
     if not isinstance(params, dict):
         raise NasError(f"{where}: expected a JSON object of params, got {type(params).__name__}")
     return params
+
+
+def check_params(space: SearchSpace, params: Mapping[str, Any], data_info: DataInfo) -> None:
+    """``NasError`` in one line unless ``params`` are exactly the space's params, each in its range.
+
+    The config is replayed and its model built on PyTorch's ``meta`` device (shapes only), so a
+    candidate that the data cannot take fails here too. Unknown keys are named: a misspelt param
+    would otherwise be ignored while the space's default trains instead.
+    """
+    import warnings
+
+    import optuna
+    import torch
+
+    where = f"space {space.name!r} on {data_info.name} ({data_info.shape_text()})"
+    trial = optuna.trial.FixedTrial(dict(params))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            config = space.suggest(trial, data_info)
+            with torch.device("meta"):
+                space.build(config, data_info)
+    except (ValueError, KeyError, TypeError) as error:
+        missing = re.search(r"parameter '([^']+)' is not found", str(error))
+        if missing:
+            raise NasError(f"params: {missing.group(1)!r} is missing for {where}") from None
+        raise NasError(f"params do not fit {where}: {_first_line(error)}") from None
+    unknown = sorted(set(params) - set(trial.params))
+    if unknown:
+        known = ", ".join(sorted(trial.params)) or "none"
+        raise NasError(f"params: unknown key(s) {', '.join(map(repr, unknown))} for {where} (its params here: {known})")
+    for warning in caught:
+        if "out of the range" in str(warning.message):
+            raise NasError(f"params: {warning.message}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def train_params(
@@ -344,20 +415,13 @@ def train_params(
 
     The way a user debugs a space: the same loaders, model and trainer as a search trial.
     """
-    import torch
 
     from nas.data import get_info
     from nas.train import build_candidate, candidate_loaders
 
     name = dataset or space.dataset
     info = get_info(name, src=data_src)
-    try:
-        config = space.config_for(params, info)
-        with torch.device("meta"):  # shapes only: a config the data cannot take fails here, in one line
-            space.build(config, info)
-    except (ValueError, KeyError) as error:
-        where = f"{info.name} ({info.shape_text()})"
-        raise NasError(f"params do not fit space {space.name!r} on {where}: {error}") from None
+    check_params(space, params, info)
     loaders = candidate_loaders(name, space.recipe, src=data_src, seed=seed, device=device)
     trainer = build_candidate(space, dict(params), loaders, epochs=epochs, device=device, seed=seed).trainer
     yield from trainer.epochs()

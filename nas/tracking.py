@@ -7,7 +7,7 @@ tracking store never sees concurrent writers (Ray workers never talk to MLflow).
   ``nas.search=<name>``, ``nas.role=search``; search options as params (passwords masked);
   the space file as an artifact.
 - child run ``trial-<n>`` per Optuna trial number: tags ``mlflow.parentRunId``, ``nas.role=trial``,
-  ``nas.trial_number``, ``nas.state`` (running / complete / pruned / failed, ``nas.fail_reason``),
+  ``nas.trial_number``, ``nas.state`` (running / complete / pruned / failed / interrupted, ``nas.fail_reason``),
   ``pareto`` (true / false) and ``pareto_rank`` on complete trials; the architecture params as
   params, the trial's attributes (family, space file and hash, energy profile, counting policy,
   ...) as ``nas.<key>`` params and tags; per-epoch metrics under the project's metric names.
@@ -61,6 +61,7 @@ _PARAM_VALUE_MAX = 6000  # MLflow 3 limit on a param value
 _TAG_VALUE_MAX = 8000
 _BATCH_PARAMS = 100  # log_batch accepts at most 100 params per call
 
+INTERRUPTED = "interrupted"  # the fail reason of a trial cut off by a stop; it runs again on resume
 _STATES = {
     "complete": ("complete", "FINISHED"),
     "pruned": ("pruned", "KILLED"),
@@ -201,8 +202,12 @@ class MlflowTracker:
     def _probe_http(self) -> None:
         where = mask_secrets(self.tracking_uri)
         query = urllib.parse.urlencode({"experiment_name": self.search_name})
-        url = self.tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?" + query
-        request = urllib.request.Request(url, headers=_auth_headers())
+        try:
+            base, headers = _split_credentials(self.tracking_uri)
+        except ValueError as error:  # e.g. a port out of range
+            raise NasError(f"--tracking-uri {where} is malformed ({error})") from None
+        url = base.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?" + query
+        request = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
                 response.read(1)
@@ -291,17 +296,21 @@ class MlflowTracker:
 
     def finish_search(self, status: str = "FINISHED") -> None:
         """Write any artifact refresh that the throttle held back, end still-open child runs
-        (``failed``, reason ``interrupted``) and end the parent run with ``status``."""
+        (``interrupted``) and end the parent run with ``status``. Nothing to do before ``start_search``
+        created the parent run."""
         if status not in ("FINISHED", "FAILED", "KILLED"):
             raise ValueError(f"status must be FINISHED, FAILED or KILLED, got {status!r}")
         with self._lock:
-            parent = self.parent_run_id
+            if self._parent_run_id is None:
+                self._renderer.close()
+                return
+            parent = self._parent_run_id
             if self._pending is not None:
                 records, reference, history = self._pending
                 self._last_refresh = -math.inf  # the held-back refresh is due now
                 self.update_front(records, reference=reference, history=history)
             for number in sorted(self._open_children):
-                self.trial_finished(number, "failed", reason="interrupted")
+                self.trial_finished(number, "failed", reason=INTERRUPTED)
             self._client.set_terminated(parent, status=status)
             self._renderer.close()
 
@@ -377,8 +386,10 @@ class MlflowTracker:
     ) -> None:
         """Record how a trial ended: ``complete`` (FINISHED), ``pruned`` (KILLED) or ``failed`` (FAILED).
 
-        Optuna's state names (COMPLETE, PRUNED, FAIL) are accepted too. ``final_metrics`` are
-        logged at the trial's last step so MLflow shows them as the run's latest values.
+        Optuna's state names (COMPLETE, PRUNED, FAIL) are accepted too. A failed trial whose reason is
+        ``interrupted`` (cut off by Ctrl-C, SIGTERM, the time budget or a killed controller; it runs
+        again on resume) is recorded as ``interrupted`` (KILLED). ``final_metrics`` are logged at the
+        trial's last step so MLflow shows them as the run's latest values.
         """
         from mlflow.entities import RunTag
 
@@ -386,6 +397,8 @@ class MlflowTracker:
         if key not in _STATES:
             raise ValueError(f"trial state {state!r} is not one of complete, pruned, failed")
         tag_state, run_status = _STATES[key]
+        if run_status == "FAILED" and reason == INTERRUPTED:
+            tag_state, run_status = INTERRUPTED, "KILLED"
         with self._lock:
             run_id = self._require_child(number)
             tags = [RunTag("nas.state", tag_state)]
@@ -606,6 +619,20 @@ def _metric_of(record: TrialRecord, name: str) -> float | None:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return mask_secrets(text.splitlines()[0] if text else type(error).__name__)
+
+
+def _split_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """``(uri without user:password@, auth headers)``: MLflow's client (requests) sends URL credentials as
+    HTTP basic auth, while urllib would take them for part of the host name."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None:
+        return uri, _auth_headers()
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {basic}"}
 
 
 def _auth_headers() -> dict[str, str]:

@@ -189,7 +189,8 @@ def _records(stack: Stack, name: str) -> list[TrialRecord]:
 
 def _counted(records: list[TrialRecord]) -> list[TrialRecord]:
     """Trials that count toward --trials: all but rejected duplicates and trials cut off by a killed controller."""
-    return [r for r in records if not (r.state == "FAIL" and r.fail_reason in ("duplicate", "interrupted"))]
+    return [r for r in records if r.state != "DUPLICATE"
+            and not (r.state == "FAIL" and r.fail_reason in ("duplicate", "interrupted"))]
 
 
 def _nodes_of(record: TrialRecord) -> list[str]:
@@ -223,7 +224,8 @@ def _mlflow_children(stack: Stack, name: str) -> tuple[Any, list[Any]]:
     return parents[0], children
 
 
-_MLFLOW_STATE = {"COMPLETE": ("complete", "FINISHED"), "PRUNED": ("pruned", "KILLED"), "FAIL": ("failed", "FAILED")}
+_MLFLOW_STATE = {"COMPLETE": ("complete", "FINISHED"), "PRUNED": ("pruned", "KILLED"), "FAIL": ("failed", "FAILED"),
+                 "INTERRUPTED": ("interrupted", "KILLED")}  # FAIL "interrupted": it runs again on resume
 
 
 def _assert_study_and_mlflow_agree(stack: Stack, name: str, records: list[TrialRecord]) -> None:
@@ -236,12 +238,14 @@ def _assert_study_and_mlflow_agree(stack: Stack, name: str, records: list[TrialR
     by_number: dict[int, list[Any]] = {}
     for run in children:
         by_number.setdefault(int(run.data.tags["nas.trial_number"]), []).append(run)
-    ran = [r for r in records if r.fail_reason != "duplicate"]  # rejected duplicates never reach Ray
+    # duplicates (told the known outcome, or FAIL "duplicate") never reach Ray
+    ran = [r for r in records if r.state != "DUPLICATE" and r.fail_reason != "duplicate"]
     assert sorted(by_number) == [r.number for r in ran]
     for record in ran:
         assert len(by_number[record.number]) == 1, f"trial {record.number} has {len(by_number[record.number])} runs"
         run = by_number[record.number][0]
-        assert (run.data.tags["nas.state"], run.info.status) == _MLFLOW_STATE[record.state], record.number
+        state = "INTERRUPTED" if record.fail_reason == "interrupted" else record.state
+        assert (run.data.tags["nas.state"], run.info.status) == _MLFLOW_STATE[state], record.number
         assert run.data.tags.get("nas.fail_reason") == record.fail_reason, record.number
         if record.state == "COMPLETE":
             assert run.data.metrics["val_acc"] == pytest.approx(record.values["val_acc"])

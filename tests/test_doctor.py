@@ -59,3 +59,15 @@ def test_doctor_starts_and_stops_a_local_ray() -> None:
     ray_check = next(c for c in report.checks if c.name == "local Ray")
     assert ray_check.ok is True, ray_check.value
     assert ray_check.value.startswith("started and stopped in")
+
+
+def test_an_unwritable_data_folder_makes_the_verdict_negative(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("NAS_DATA_DIR", str(blocker / "data"))
+    check = next(c for c in doctor.check_machine(start_ray=False).checks if c.name == "data folder")
+    assert check.ok is False and "is a file, not a folder" in check.value
+    assert main(["doctor", "--no-ray"]) == 1
+    assert capsys.readouterr().out.rstrip().splitlines()[-1] == "verdict: NOT ready for nas: data folder"
+    assert not (blocker / "data").exists()

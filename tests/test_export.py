@@ -236,10 +236,13 @@ def _fail_and_prune(search: SimpleNamespace) -> dict[str, int]:
     for record in search.handle.records:
         if record.state != COMPLETE:
             states.setdefault(record.state, record.number)
+    from nas.search.store import open_search
+
+    study = open_search(search.root, search.name, read_only=False).study  # handles for reading are read-only
     for state in ("FAIL", "PRUNED"):
         if state not in states:
-            trial = search.handle.study.ask()
-            search.handle.study.tell(trial, state=getattr(optuna.trial.TrialState, state))
+            trial = study.ask()
+            study.tell(trial, state=getattr(optuna.trial.TrialState, state))
             states[state] = trial.number
     return states
 

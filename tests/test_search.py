@@ -35,8 +35,13 @@ def sample(trial):
                         width=trial.suggest_categorical("width", [8, 16]))
 
 
+class Crashing(SNNMLP):
+    def forward(self, x):
+        raise RuntimeError(f"cannot run width {self.config.width} on this device")
+
+
 def build(config, data_info):
-    raise RuntimeError(f"cannot build width {config.width} on this device")
+    return Crashing(config)  # builds (the space fits the data), then every trial raises in training
 
 
 space = SearchSpace(name="crashing", sample=sample, build=build, epochs=1, trials=2)
@@ -191,7 +196,7 @@ def test_a_trial_that_raises_is_failed_with_its_reason_and_the_search_finishes(t
     assert len(records) == 2
     for record in records:
         assert record.state == "FAIL"
-        assert "RuntimeError: cannot build width" in record.fail_reason
+        assert "RuntimeError: cannot run width" in record.fail_reason
     assert result.front == []
 
 

@@ -12,7 +12,6 @@ import ray
 from optuna.trial import TrialState
 from ray import tune
 
-from nas.errors import NasError
 from nas.search.moasha import make_scheduler
 from nas.search.pareto import front_of
 from nas.search.records import COMPLETE, DUPLICATE, FAIL, PRUNED, records_from_study
@@ -298,7 +297,29 @@ def test_trial_budget_counts_retries_failures_and_interruptions_like_the_study(t
                                                TrialState.COMPLETE]
 
 
-def test_sample_value_error_is_fail_and_clear_error(tmp_path) -> None:
+def test_a_sample_that_raises_fails_that_trial_and_the_search_goes_on(tmp_path) -> None:
+    study = _study(tmp_path, "flaky")
+    calls = {"n": 0}
+
+    def flaky(trial: optuna.Trial) -> None:
+        calls["n"] += 1
+        width = trial.suggest_int("w", 1, 64)
+        if calls["n"] == 2:
+            raise RuntimeError(f"width {width} is not supported")
+
+    searcher = OptunaMultiObjectiveSearcher(study=study, sample=flaky, objectives=OBJECTIVES, max_epochs=1,
+                                            max_trials=3)
+    assert isinstance(searcher.suggest("a"), dict)
+    assert isinstance(searcher.suggest("b"), dict)  # the second sample raised: its trial failed, the next one runs
+    assert searcher.suggest("c") == "FINISHED"  # two asked + one failed sample = the budget of 3
+    failed = study.trials[1]
+    assert failed.state == TrialState.FAIL
+    reason = failed.user_attrs["fail_reason"]
+    assert reason.startswith("sample: RuntimeError: width") and f"{__file__}:" in reason
+    assert searcher.sample_error is None and searcher.trials_used() == 3
+
+
+def test_a_sample_that_keeps_raising_ends_the_search_naming_the_line(tmp_path) -> None:
     study = _study(tmp_path, "badsample")
 
     def broken(trial: optuna.Trial) -> None:
@@ -306,10 +327,28 @@ def test_sample_value_error_is_fail_and_clear_error(tmp_path) -> None:
         raise ValueError("width must be even")
 
     searcher = OptunaMultiObjectiveSearcher(study=study, sample=broken, objectives=OBJECTIVES, max_epochs=2)
-    with pytest.raises(NasError, match="width must be even"):
-        searcher.suggest("a")
-    assert study.trials[0].state == TrialState.FAIL
-    assert study.trials[0].user_attrs["fail_reason"] == "sample: width must be even"
+    assert searcher.suggest("a") == "FINISHED"
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 5
+    assert study.trials[0].user_attrs["fail_reason"].startswith("sample: ValueError: width must be even (")
+    assert searcher.sample_error.startswith("the space's sample failed on 5 trials in a row; last: ")
+    assert f"{__file__}:" in searcher.sample_error and searcher.sample_error.endswith("ValueError: width must be even")
+    assert searcher.suggest("b") == "FINISHED"
+
+
+def test_trials_open_when_the_run_stops_are_recorded_as_interrupted(tmp_path) -> None:
+    study = _study(tmp_path, "stopped")
+    searcher = _searcher(study, max_trials=4)
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    searcher.on_trial_result("a", {"epoch": 1, "val_acc": 0.4, "energy_uj": 1.0})
+    searcher.stop_requested = lambda: True
+    searcher.on_trial_complete("b", error=True)  # its worker died with the run: not a broken architecture
+    assert searcher.interrupt_open_trials() == [first["optuna_number"]]
+    states = {t.number: (t.state, t.user_attrs.get("fail_reason")) for t in study.trials}
+    assert states[first["optuna_number"]] == (TrialState.FAIL, "interrupted")
+    assert states[second["optuna_number"]] == (TrialState.FAIL, "interrupted")
+    retries = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == [first["optuna_number"], second["optuna_number"]]
+    assert searcher.interrupt_open_trials() == []
 
 
 def test_save_restore_and_validation(tmp_path) -> None:

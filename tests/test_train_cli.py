@@ -54,8 +54,10 @@ def test_nas_train_reads_a_trial_config_file(space_file: Path, tmp_path: Path,
     [
         (["--params", '{"width": 8'], "--params: not valid JSON"),
         (["--params", "[8]"], "expected a JSON object of params, got list"),
-        (["--params", "{}"],
-         "params do not fit space 'debug' on mnist (28x28x1): The value of the parameter 'width' is not found"),
+        (["--params", "{}"], "params: 'width' is missing for space 'debug' on mnist (28x28x1)"),
+        (["--params", '{"width": 8, "widht": 16}'], "params: unknown key(s) 'widht' for space 'debug'"),
+        (["--params", '{"width": 12}'], "params do not fit space 'debug' on mnist (28x28x1): '12' not in (8, 16)"),
+        (["--params", '{"width": 8}', "--epochs", "0"], "--epochs must be in 1..200, got 0"),
         (["--trial-config", "/nonexistent/arch.json"], "/nonexistent/arch.json: cannot read the trial config"),
     ],
 )

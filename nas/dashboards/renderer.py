@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -141,6 +142,9 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
 
 def main() -> None:
     """Entry point of the helper process."""
+    # A Ctrl-C in the terminal reaches the whole process group; the controller decides when the
+    # helper ends (by closing its stdin), so the signal is not this process's to act on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever a library prints must not enter the replies
     serve(sys.stdin.buffer, replies)

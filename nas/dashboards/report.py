@@ -179,6 +179,9 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / filename
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves a partial file: never keep it
     return path

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
 import io
 import json
+import multiprocessing
+import multiprocessing.queues
 import os
+import queue
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -160,22 +165,134 @@ def _write_beton(
 
     fields = {field: NDArrayField(np.dtype("uint8"), tuple(images.shape[1:])), "label": IntField()}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    workers = max(1, min(4, os.cpu_count() or 1, images.shape[0] // 2000 + 1))
-    # The smallest page FFCV allows (2 MiB): each writer process leaves one part-filled page. A
-    # sample must fit in one page, so long event sequences get the next power of two.
-    page = max(1 << 21, 1 << (int(images[0].nbytes) - 1).bit_length()) if images.shape[0] else 1 << 21
+    workers = _writer_workers(images)
+    page = _page_size(images)
     writer = ffcv.writer.DatasetWriter(str(tmp), fields, page_size=page, num_workers=workers)
     # DatasetWriter always draws a tqdm bar; its module-level name is the only way to label it or
-    # keep it quiet, so it is swapped for this call (under a lock) and restored.
+    # keep it quiet, so it is swapped for this call (under a lock) and restored; so are the names
+    # through which it starts and waits for its workers (see _WriterWatch).
     with _WRITER_LOCK:
-        original = ffcv.writer.tqdm
+        originals = {name: getattr(ffcv.writer, name) for name in ("tqdm", "sleep", "Queue", "Process")}
+        watch = _WriterWatch(originals["sleep"])
         ffcv.writer.tqdm = functools.partial(tqdm, desc=label, unit="img", disable=not progress, leave=True)
+        ffcv.writer.sleep, ffcv.writer.Queue, ffcv.writer.Process = watch.sleep, watch.queue, watch.process
         try:
             writer.from_indexed_dataset(_Samples(images, labels), chunksize=500)
             os.replace(tmp, path)
+        except _WritersDied:
+            _free_metadata(writer)
+            raise NasError(f"{path}: writing failed, its writer processes died (a full disk? see the error above); "
+                           "nothing was kept") from None
+        except OSError as error:
+            _free_metadata(writer)
+            reason = "no space left on the device" if error.errno == errno.ENOSPC else error.strerror or str(error)
+            raise NasError(f"{path}: writing failed ({reason}); nothing was kept") from error
+        except BaseException:
+            _free_metadata(writer)
+            raise
         finally:
-            ffcv.writer.tqdm = original
+            for name, value in originals.items():
+                setattr(ffcv.writer, name, value)
             tmp.unlink(missing_ok=True)
+
+
+def _free_metadata(writer: Any) -> None:
+    """Release the writer's shared-memory metadata block, which FFCV frees only after a success."""
+    shared = getattr(writer, "metadata_sm", None)
+    if shared is not None:
+        with contextlib.suppress(OSError):
+            shared.close()
+            shared.unlink()
+
+
+def _writer_workers(images: np.ndarray) -> int:
+    return max(1, min(4, os.cpu_count() or 1, images.shape[0] // 2000 + 1))
+
+
+def _page_size(images: np.ndarray) -> int:
+    # The smallest page FFCV allows (2 MiB): each writer process leaves one part-filled page. A
+    # sample must fit in one page, so long event sequences get the next power of two.
+    return max(1 << 21, 1 << (int(images[0].nbytes) - 1).bit_length()) if images.shape[0] else 1 << 21
+
+
+class _WriterWatch:
+    """Watches FFCV's writer processes so that a dead one ends the write instead of hanging it.
+
+    FFCV's ``DatasetWriter`` starts worker processes that take turns appending pages; a worker that
+    dies (``OSError: [Errno 28] No space left on device``) leaves the others waiting for its turn
+    and the writing process waiting for its sample count and its allocation table, forever. The
+    watch hands FFCV its ``Process``, ``sleep`` and ``Queue``: it records the workers, and where the
+    writer waits (its polling sleep, a blocking ``get``) it checks them, stops the rest and raises
+    ``_WritersDied`` once one has exited with an error.
+    """
+
+    def __init__(self, sleep: Any) -> None:
+        self._sleep = sleep
+        self._owner = os.getpid()
+        self.workers: list[multiprocessing.Process] = []
+
+    def process(self, *args: Any, **kwargs: Any) -> multiprocessing.Process:
+        worker = multiprocessing.Process(*args, **kwargs)
+        self.workers.append(worker)
+        return worker
+
+    def check(self) -> None:
+        if os.getpid() != self._owner:
+            return  # a worker blocking on its own queue is not the writer's business
+        if any(w.exitcode not in (None, 0) for w in self.workers if w.pid is not None):
+            for worker in self.workers:
+                if worker.pid is not None and worker.exitcode is None:
+                    worker.terminate()
+                    worker.join(5)
+            raise _WritersDied
+
+    def sleep(self, seconds: float) -> None:
+        self.check()
+        self._sleep(seconds)
+
+    def queue(self, maxsize: int = 0) -> multiprocessing.queues.Queue:
+        return _WatchedQueue(self, maxsize)
+
+
+class _WatchedQueue(multiprocessing.queues.Queue):
+    """A queue whose blocking ``get`` checks the writer's workers while it waits."""
+
+    def __init__(self, watch: _WriterWatch, maxsize: int = 0) -> None:
+        super().__init__(maxsize, ctx=multiprocessing.get_context())
+        self._watch = watch
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        watch = getattr(self, "_watch", None)
+        if not block or timeout is not None or watch is None:
+            return super().get(block, timeout)
+        while True:
+            try:
+                return super().get(timeout=0.5)
+            except queue.Empty:
+                watch.check()
+
+
+class _WritersDied(Exception):
+    """FFCV's writer processes are gone before the file was complete."""
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _check_free_space(folder: Path, splits: Splits) -> None:
+    """Refuse a build that cannot fit on the disk before writing any of it (FFCV's writer hangs on ENOSPC)."""
+    needed = 1 << 20
+    for images in (splits.train_x, splits.val_x):
+        # each writer process leaves at most one part-filled page, and metadata is small per sample
+        needed += int(images.nbytes) + 2 * _writer_workers(images) * _page_size(images) + 64 * images.shape[0]
+    free = _free_bytes(folder)
+    if free is not None and free < needed:
+        raise NasError(f"--out {folder}: {free / 2**20:.1f} MiB free, the dataset needs about "
+                       f"{needed / 2**20:.1f} MiB; free some space or choose another --out")
 
 
 def _split_entry(path: Path, labels: np.ndarray, num_classes: int) -> dict[str, Any]:
@@ -232,6 +349,7 @@ def build(
         for stale in folder.glob(f".{stem}-*.tmp"):  # leftovers of killed builds; we hold the lock
             stale.unlink(missing_ok=True)
         splits: Splits = load_splits(name, src_path, progress=progress)
+        _check_free_space(folder, splits)
         info = splits.info
         field = sample_field(info)
         _write_beton(train_path, field, splits.train_x, splits.train_y, f"{stem} train", progress)

@@ -9,14 +9,18 @@ this one process.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
+import math
 import os
+import re
 import shutil
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +32,12 @@ from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from
 from nas.search.reference import BASIS as REFERENCE_BASIS
 
 log = logging.getLogger(__name__)
+
+
+SEED_MAX = 2**32 - 1  # numpy's seed range, which Optuna's samplers pass the seed to
+# Budgets above these need --yes: an extra zero typed by mistake should not start a search of weeks.
+LARGE_BUDGETS = {"trials": 1000, "epochs": 200, "concurrency": 64}
+EXIT_TIME_BUDGET = 3  # `nas launch` / `nas resume` exit status when the time budget ended the search early
 
 
 @dataclass
@@ -58,15 +68,17 @@ class SearchOptions:
     verbose: bool = False
     resume: bool = False
     object_store_mb: int = 200
+    yes: bool = False
 
     def validate(self) -> None:
-        """One clear error for numbers that cannot work."""
-        if self.trials is not None and self.trials < 1:
-            raise NasError(f"--trials must be at least 1, got {self.trials}")
-        if self.epochs is not None and self.epochs < 1:
-            raise NasError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise NasError(f"--concurrency must be at least 1, got {self.concurrency}")
+        """One clear error for values that cannot work; nothing is read or written here."""
+        for flag, value in (("--trials", self.trials), ("--epochs", self.epochs), ("--concurrency", self.concurrency)):
+            if value is not None and value < 1:
+                raise NasError(f"{flag} must be at least 1, got {value}")
+        for flag, number in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial),
+                             ("--time-budget", self.time_budget)):
+            if number is not None and not math.isfinite(number):
+                raise NasError(f"{flag} must be a finite number, got {number}")
         if self.cpus_per_trial is not None and self.cpus_per_trial <= 0:
             raise NasError(f"--cpus-per-trial must be positive, got {self.cpus_per_trial}")
         if self.gpus_per_trial < 0:
@@ -75,12 +87,18 @@ class SearchOptions:
             raise NasError(f"--max-failures must be >= 0, got {self.max_failures}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise NasError(f"--time-budget must be positive seconds, got {self.time_budget}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise NasError(f"--seed must be in 0..{SEED_MAX}, got {self.seed}")
         if self.sampler not in SAMPLERS:
             raise NasError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.scheduler not in SCHEDULERS:
             raise NasError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
-        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
-            raise NasError(f"--name {self.name!r} is not a valid search name (no '/', not empty)")
+        if self.name is not None:
+            store.check_name(self.name)
+        for key, limit in LARGE_BUDGETS.items():
+            value = getattr(self, key)
+            if value is not None and value > limit and not self.yes:
+                raise NasError(f"--{key} {value} is a very large budget (more than {limit}); pass --yes if you mean it")
 
 
 class SearchListener(Protocol):
@@ -116,10 +134,16 @@ class PreparedSearch:
     data_info: Any = None  # nas.data.DataInfo of the searched dataset: every config is sized for it
     started_ray: bool = False
     counting_policy: dict[str, Any] = field(default_factory=dict)
+    lock: store.SearchLock | None = None  # held from creation to the end of the run
 
     @property
     def objectives(self) -> dict[str, str]:
         return dict(self.space.objectives)
+
+    def release(self) -> None:
+        """Give up the search's lock (the search may then be resumed by another process)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 @dataclass
@@ -132,11 +156,21 @@ class SearchResult:
     front: list[TrialRecord]
     hypervolume: float | None
     seconds: float
-    interrupted: bool = False
+    interrupted: bool = False  # stopped by a signal (Ctrl-C, SIGTERM)
     trial_nodes: dict[int, str] = field(default_factory=dict)
     reference: dict[str, float] = field(default_factory=dict)
     space_exhausted: bool = False
     proposals: dict[str, int] = field(default_factory=dict)
+    stop_signal: int | None = None  # the signal that stopped it
+    time_budget_reached: bool = False  # the time budget ended it before every trial was done
+    trials: int = 0  # the search's budget of trials
+    trials_done: int = 0  # trials that count toward it: complete, pruned and failed ones
+    error: str | None = None  # why the search stopped on its own (e.g. a space whose sample keeps failing)
+
+    @property
+    def finished(self) -> bool:
+        """True when the search ended by itself: every trial done or the space exhausted."""
+        return not (self.interrupted or self.time_budget_reached or self.error)
 
     @property
     def normalised_hypervolume(self) -> float | None:
@@ -149,22 +183,24 @@ class SearchResult:
 
 
 def _default_name(space_name: str) -> str:
-    return f"{space_name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", space_name).strip("-.") or "search"
+    return f"{safe[:store.NAME_MAX - 16]}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def prepare_search(options: SearchOptions,
                    before_create: Callable[[str, str, Any], None] | None = None) -> PreparedSearch:
     """Validate the options and open (or create) the study; raise ``NasError`` on bad input.
 
-    ``before_create(name, tracking_uri, space)`` runs after every check and before anything is written
-    (the launcher uses it to make sure the tracking server answers).
+    Everything a user can get wrong is checked before anything is written; ``before_create(name,
+    tracking_uri, space)`` runs after every check, holding the name's lock (the launcher uses it to
+    make sure the tracking store answers). The returned search holds the lock until ``release()``.
     """
     import optuna
 
     from nas.space import load_space
 
     options.validate()
-    root = Path(options.root)
+    root = store.check_root(options.root)
     if options.resume:
         if not options.name:
             raise NasError("--resume needs --name of the search to continue")
@@ -185,66 +221,136 @@ def prepare_search(options: SearchOptions,
     space.check_fits(data_info)  # a space that cannot fit the data: one line, before anything is written
 
     ray_address = _check_ray_address(options.address)
-    storage_url = options.storage or store.default_storage_url(root)
-    storage = store.open_storage(storage_url)
-    exists = store.study_exists(storage, name)
-    if exists and not options.resume:
-        raise NasError(f"search {name!r} already exists in {store.mask(storage_url)}; pass --resume to continue it "
-                       "or choose another --name")
-    if options.resume and not exists:
-        raise NasError(f"cannot resume {name!r}: no study of that name in {store.mask(storage_url)}")
-
-    cpus = _available_cpus(ray_address)
+    cpus, gpus = _cluster_resources(ray_address)
     cpus_per_trial = options.cpus_per_trial or 1.0
     concurrency = options.concurrency or max(1, int(cpus // cpus_per_trial))
     if options.cpus_per_trial is None and options.concurrency:
         cpus_per_trial = max(1.0, float(cpus // options.concurrency))
+    _check_resources(ray_address, cpus_per_trial, options.gpus_per_trial, cpus, gpus)
+    storage_url = options.storage or store.default_storage_url(root)
+    lock = store.SearchLock(root, name)
+    if lock.held_elsewhere():
+        raise _busy(name, lock, resume=options.resume)
+    exists = store.study_exists_at(storage_url, name)
+    _check_existence(name, storage_url, exists, resume=options.resume)
+    if options.resume:
+        _check_unfinished(storage_url, name, trials)
     tracking_uri = options.tracking_uri or store.default_tracking_uri(root)
 
     reference = None if exists else _space_reference(space, options.data_src)
-    if before_create is not None:
-        before_create(name, tracking_uri, space)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if exists:
-        study = optuna.load_study(study_name=name, storage=storage)
-    else:
+    # Every check passed: from here on things are written, under the name's lock (the first write).
+    if not lock.acquire():
+        raise _busy(name, lock, resume=options.resume)
+    created: Any = None  # the storage of a study created here, deleted again if the rest fails
+    had_folder = search_dir.exists()
+    try:
+        if before_create is not None:
+            before_create(name, tracking_uri, space)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = store.open_storage(storage_url)
+        # The lock covers one run folder; a launch of the same name against the same server storage
+        # from another run folder is caught by the storage itself.
+        _check_existence(name, storage_url, store.study_exists(storage, name), resume=options.resume)
+        if exists:
+            study = optuna.load_study(study_name=name, storage=storage)
+        else:
+            study = _create_study(storage, name, space, epochs, trials, reference)
+            created = storage
+        search_dir.mkdir(parents=True, exist_ok=True)
+        if not options.resume:
+            shutil.copyfile(space.source_file, search_dir / "space.py")
+        saved_options = asdict(options) | {
+            "name": name,
+            "space": str(Path(options.space).resolve()) if not options.resume else options.space,
+            "trials": trials,
+            "epochs": epochs,
+            "dataset": dataset,
+            "storage": store.mask(storage_url),
+            "tracking_uri": store.mask(tracking_uri),
+            "objectives": dict(space.objectives),
+            "space_hash": space.source_hash,
+            "resume": False,
+            "time_budget": None,  # a budget is for one run: a resume takes its own
+            "yes": False,
+        }
+        store.write_options(search_dir, saved_options)
+    except BaseException:
+        # A half-created search (its folder could not be written) would hold the name forever.
+        if created is not None:
+            with contextlib.suppress(Exception):
+                optuna.delete_study(study_name=name, storage=created)
+        if not had_folder:
+            shutil.rmtree(search_dir, ignore_errors=True)
+        lock.release()
+        raise
+    return PreparedSearch(
+        options=options, space=space, name=name, root=root, search_dir=search_dir, storage_url=storage_url,
+        tracking_uri=tracking_uri, study=study, trials=trials, epochs=epochs, dataset=dataset,
+        concurrency=concurrency, cpus_per_trial=cpus_per_trial, ray_address=ray_address, data_info=data_info,
+        lock=lock,
+    )
+
+
+def _busy(name: str, lock: store.SearchLock, *, resume: bool) -> NasError:
+    """The error for a search name whose lock another process holds (it creates or runs that search)."""
+    holder = f" (pid {lock.holder()})" if lock.holder() else ""
+    if resume:
+        return NasError(f"search {name} is running in another process{holder}; wait for it or stop it first")
+    return NasError(f"search {name} is being created by another process{holder}")
+
+
+def _check_existence(name: str, storage_url: str, exists: bool, *, resume: bool) -> None:
+    if exists and not resume:
+        raise NasError(f"search {name!r} already exists in {store.mask(storage_url)}; pass --resume to continue it "
+                       "or choose another --name")
+    if resume and not exists:
+        raise NasError(f"cannot resume {name!r}: no study of that name in {store.mask(storage_url)}")
+
+
+def _check_unfinished(storage_url: str, name: str, trials: int) -> None:
+    """A resume of a search that has nothing left to run says so instead of starting Ray."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.search.searcher import counts_toward_budget
+
+    storage = store.open_storage(storage_url, read_only=storage_url.startswith("sqlite:"))
+    try:
+        frozen = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    finally:
+        storage.engine.dispose()
+    done = sum(counts_toward_budget(t) for t in frozen)
+    # A RUNNING trial was cut off by a killed controller and runs again; WAITING retries beyond the
+    # budget never would.
+    if done >= trials and not any(t.state == TrialState.RUNNING for t in frozen):
+        raise NasError(f"search {name} is already complete ({done} of {trials} trials); nothing to resume "
+                       f"(see nas pareto {name})")
+
+
+def _create_study(storage: Any, name: str, space: Any, epochs: int, trials: int,
+                  reference: dict[str, float]) -> Any:
+    import optuna
+
+    try:
         study = optuna.create_study(
             study_name=name,
             storage=storage,
             directions=["maximize" if mode == "max" else "minimize" for mode in space.objectives.values()],
         )
-        study.set_metric_names(list(space.objectives))
-        study.set_user_attr("objectives", dict(space.objectives))
-        study.set_user_attr("space_name", space.name)
-        study.set_user_attr("space_hash", space.source_hash)
-        study.set_user_attr("max_epochs", epochs)
-        study.set_user_attr("trials", trials)
-        study.set_user_attr("reference", reference)
-        unbounded = [m for m in space.objectives if m not in reference]
-        study.set_user_attr("reference_basis", REFERENCE_BASIS + (
-            f"; {', '.join(unbounded)}: 1.1 x the worst of the first complete trials (not bounded by the space here)"
-            if unbounded else ""))
-    search_dir.mkdir(parents=True, exist_ok=True)
-    if not options.resume:
-        shutil.copyfile(space.source_file, search_dir / "space.py")
-    saved_options = asdict(options) | {
-        "name": name,
-        "space": str(Path(options.space).resolve()) if not options.resume else options.space,
-        "trials": trials,
-        "epochs": epochs,
-        "dataset": dataset,
-        "storage": store.mask(storage_url),
-        "tracking_uri": store.mask(tracking_uri),
-        "objectives": dict(space.objectives),
-        "space_hash": space.source_hash,
-        "resume": False,
-    }
-    store.write_options(search_dir, saved_options)
-    return PreparedSearch(
-        options=options, space=space, name=name, root=root, search_dir=search_dir, storage_url=storage_url,
-        tracking_uri=tracking_uri, study=study, trials=trials, epochs=epochs, dataset=dataset,
-        concurrency=concurrency, cpus_per_trial=cpus_per_trial, ray_address=ray_address, data_info=data_info,
-    )
+    except optuna.exceptions.DuplicatedStudyError:
+        raise NasError(f"search {name} is being created by another process") from None
+    study.set_metric_names(list(space.objectives))
+    study.set_user_attr("objectives", dict(space.objectives))
+    study.set_user_attr("space_name", space.name)
+    study.set_user_attr("space_hash", space.source_hash)
+    study.set_user_attr("max_epochs", epochs)
+    study.set_user_attr("trials", trials)
+    study.set_user_attr("reference", reference)
+    unbounded = [m for m in space.objectives if m not in reference]
+    study.set_user_attr("reference_basis", REFERENCE_BASIS + (
+        f"; {', '.join(unbounded)}: 1.1 x the worst of the first complete trials (not bounded by the space here)"
+        if unbounded else ""))
+    return study
 
 
 def _space_reference(space: Any, data_src: str | None) -> dict[str, float]:
@@ -279,6 +385,8 @@ def _merge_saved(options: SearchOptions, saved: dict[str, Any]) -> SearchOptions
     merged.resume = True
     merged.name = options.name
     merged.verbose = options.verbose
+    merged.time_budget = options.time_budget  # never the stored one: it would end every resume as it ended the run
+    merged.yes = options.yes
     if options.address:
         merged.address = options.address
     merged.storage = options.storage or store.resolve_storage_url(saved)
@@ -292,8 +400,11 @@ def _merge_saved(options: SearchOptions, saved: dict[str, Any]) -> SearchOptions
 
 def _check_dataset(name: str, src: str | None) -> Any:
     from nas.data import get_info
+    from nas.data._registry import resolve_src
 
-    return get_info(name, src=src)  # raises NasError listing the known datasets
+    info = get_info(name, src=src)  # raises NasError listing the known datasets
+    resolve_src(name, src)  # a built-in dataset refuses --data-src, a folder dataset needs an existing one
+    return info
 
 
 def _check_ray_address(address: str | None) -> str | None:
@@ -327,12 +438,28 @@ def _check_reachable(address: str) -> None:
         raise NasError(f"--address {address!r}: no Ray cluster answers there ({error.strerror or error})") from None
 
 
-def _available_cpus(address: str | None) -> float:
+def _cluster_resources(address: str | None) -> tuple[float, float]:
+    """(CPUs, GPUs) that trials can use: this machine's for a local search, else the cluster's."""
     if address:
         import ray
 
-        return float(ray.cluster_resources().get("CPU", 1))
-    return float(os.cpu_count() or 1)
+        resources = ray.cluster_resources()
+        return float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    import torch
+
+    return float(os.cpu_count() or 1), float(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def _check_resources(address: str | None, cpus_per_trial: float, gpus_per_trial: float, cpus: float,
+                     gpus: float) -> None:
+    """A trial asking for more than the cluster has would wait forever: refuse it before launch."""
+    where = f"the Ray cluster at {address}" if address else "this machine"
+    if gpus_per_trial > gpus:
+        have = "no GPU" if gpus == 0 else f"only {gpus:g} GPU(s)"
+        raise NasError(f"--gpus-per-trial {gpus_per_trial:g}: {where} has {have}, so no trial could ever start")
+    if cpus_per_trial > cpus:
+        raise NasError(f"--cpus-per-trial {cpus_per_trial:g}: {where} has only {cpus:g} CPU(s), so no trial could "
+                       "ever start")
 
 
 def _start_ray(prepared: PreparedSearch) -> None:
@@ -340,16 +467,48 @@ def _start_ray(prepared: PreparedSearch) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(
-        num_cpus=int(os.cpu_count() or 1),
-        num_gpus=None,
-        object_store_memory=prepared.options.object_store_mb * 1024 * 1024,
-        include_dashboard=False,
-        log_to_driver=prepared.options.verbose,
-        logging_level=logging.INFO if prepared.options.verbose else logging.ERROR,
-        configure_logging=True,
-    )
+    with _loopback_node():
+        ray.init(
+            num_cpus=int(os.cpu_count() or 1),
+            num_gpus=None,
+            object_store_memory=prepared.options.object_store_mb * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=prepared.options.verbose,
+            logging_level=logging.INFO if prepared.options.verbose else logging.CRITICAL,
+            configure_logging=True,
+        )
     prepared.started_ray = True
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """Start a local Ray whose every process listens on 127.0.0.1 only.
+
+    On Linux Ray makes the node's address the machine's outward-facing IP (even for "127.0.0.1"),
+    and its GCS, raylet, driver and workers listen on all interfaces. With cluster support off
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, Ray's mode for laptops) the node address is loopback and
+    every listener binds to it. Ray reads that variable once, at import, into
+    ``ray_constants.ENABLE_RAY_CLUSTER``: the constant is switched too, for this start only, so that
+    a later ``ray.init(address=...)`` in the same process still joins a real cluster as usual. The
+    processes started here inherit the variable.
+    """
+    from ray._private import ray_constants
+
+    old_env = os.environ.get(LOOPBACK_ENV)
+    old_constant = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_constant
+        if old_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = old_env
 
 
 class _EventPump:
@@ -419,6 +578,7 @@ class _Bookkeeper:
         self.listeners = list(listeners)
         self.numbers: dict[str, int] = {}
         self.nodes: dict[int, str] = {}
+        self.started: set[int] = set()  # trials listeners heard start
         self.started_at = time.monotonic()
         self._pump = _EventPump()
         self._front_pending = False
@@ -458,7 +618,14 @@ class _Bookkeeper:
         number = self.number_of(trial)
         if number is None:
             return
+        self.started.add(number)
         self._notify("trial_started", number, dict(trial.config.get("params", {})), attrs=self._attrs())
+
+    def trials_interrupted(self, numbers: Sequence[int]) -> None:
+        """Tell listeners that these trials were cut off (the searcher has recorded them as interrupted)."""
+        for number in numbers:
+            if number in self.started:
+                self._notify("trial_finished", number, "failed", reason="interrupted")
 
     def search_resumed(self) -> None:
         """Tell listeners (``search_resumed``) the study as a resume finds it, after interrupted trials were failed.
@@ -614,16 +781,20 @@ def _ensure_reference(study: Any, records: list[TrialRecord], objectives: dict[s
 
 def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
                trainable: Callable[[dict[str, Any], Any], None] | None = None) -> SearchResult:
-    """Run the prepared search to the end (or to Ctrl-C / the time budget) and return its result.
+    """Run the prepared search to the end (or to Ctrl-C, SIGTERM or the time budget) and return its result.
 
-    ``trainable(config, setup)`` replaces the real candidate training; benchmarks use it to time the
-    orchestration alone with trials of known length.
+    However it ends, no trial is left RUNNING: trials still open when it stops are recorded as
+    interrupted (FAIL ``"interrupted"``, enqueued again for a resume), in the study and for every
+    listener alike. ``trainable(config, setup)`` replaces the real candidate training; benchmarks use
+    it to time the orchestration alone with trials of known length.
     """
     import ray
     from ray import tune
+    from ray.tune.error import TuneError
 
     from nas.search.moasha import make_scheduler
     from nas.search.searcher import OptunaMultiObjectiveSearcher, make_sampler, recover_interrupted
+    from nas.search.stopping import StopControl
     from nas.search.trainable import TrialSetup, run_trial
 
     space = prepared.space
@@ -666,6 +837,7 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
         tune.with_parameters(trainable or run_trial, setup=setup),
         {"cpu": prepared.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
+    stop = StopControl(options.time_budget)
     storage_path = options.storage_path or str((prepared.search_dir / "ray").resolve())
     attempt = len([p for p in Path(storage_path).glob("attempt-*")]) if Path(storage_path).is_dir() else 0
     tuner = tune.Tuner(
@@ -676,11 +848,11 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
             num_samples=-1,
             max_concurrent_trials=prepared.concurrency,
             reuse_actors=True,
-            time_budget_s=options.time_budget,
         ),
         run_config=tune.RunConfig(
             name=f"attempt-{attempt}",
             storage_path=storage_path,
+            stop=stop.stopper(),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[_RayCallback(bookkeeper)],
@@ -688,35 +860,60 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
         ),
     )
     started = time.monotonic()
-    interrupted = False
+    ray_error: BaseException | None = None
     try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        interrupted = True
+        with stop.handling_signals():
+            searcher.stop_requested = stop.stop_all  # a trial failing after a stop request was cut off, not broken
+            stop.start()
+            try:
+                tuner.fit()
+            except KeyboardInterrupt:  # a second signal: stop at once
+                stop.request("signal", stop.signal or signal.SIGINT)
+            except (TuneError, ray.exceptions.RayError) as error:
+                ray_error = error
     finally:
+        # Ray Tune ends a stopped run without telling the searcher about the trials still running.
+        bookkeeper.trials_interrupted(searcher.interrupt_open_trials())
         bookkeeper.update_front(force=True)
         for error in bookkeeper.close():
             print(f"nas: warning: bookkeeping error during the search: {error}", file=sys.stderr)
         if prepared.started_ray:
             ray.shutdown()
+    if ray_error is not None:
+        raise NasError(f"the Ray Tune run failed: {_first_line(ray_error)}; rerun with --verbose for the "
+                       "traceback (the study keeps every finished trial: nas resume continues it)") from ray_error
     records = records_from_study(study)
-    result = _result(prepared, records, time.monotonic() - started, interrupted, bookkeeper.nodes)
+    result = _result(prepared, records, time.monotonic() - started, bookkeeper.nodes)
     result.space_exhausted = searcher.space_exhausted
     result.proposals = dict(searcher.proposals)
+    result.error = searcher.sample_error
+    result.interrupted = stop.reason == "signal"
+    result.stop_signal = stop.signal if result.interrupted else None
+    result.time_budget_reached = stop.reason == "time_budget" and result.trials_done < result.trials
     return result
 
 
-def _result(prepared: PreparedSearch, records: list[TrialRecord], seconds: float, interrupted: bool,
+def _first_line(error: BaseException) -> str:
+    """The innermost cause's first line: Ray wraps the error that matters in its own."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0].strip()}" if lines else type(error).__name__
+
+
+def _result(prepared: PreparedSearch, records: list[TrialRecord], seconds: float,
             nodes: dict[int, str]) -> SearchResult:
     from nas.search.pareto import front_of
+    from nas.search.searcher import counts_toward_budget
 
     front = front_of(records, prepared.objectives)
     history = prepared.study.user_attrs.get("hypervolume_history") or []
     reference = {k: float(v) for k, v in (prepared.study.user_attrs.get("reference") or {}).items()}
+    done = sum(counts_toward_budget(t) for t in prepared.study.get_trials(deepcopy=False))
     return SearchResult(
         name=prepared.name, records=records, objectives=prepared.objectives, front=front,
-        hypervolume=float(history[-1][1]) if history else None, seconds=seconds, interrupted=interrupted,
-        trial_nodes=nodes, reference=reference,
+        hypervolume=float(history[-1][1]) if history else None, seconds=seconds,
+        trial_nodes=nodes, reference=reference, trials=prepared.trials, trials_done=done,
     )
 
 

@@ -51,9 +51,14 @@ class LiveView:
 
     def trial_finished(self, number: int, state: str, *, reason: str | None = None,
                        final_metrics: dict | None = None) -> None:
-        """A trial ended (complete, pruned or failed)."""
+        """A trial ended (complete, pruned or failed); an interrupted one runs again and is not counted."""
         self.running.discard(number)
-        self._outcomes[number] = state if state in ("complete", "pruned") else "failed"
+        if reason == "interrupted":
+            self._outcomes.pop(number, None)
+            state = "interrupted"
+            reason = None
+        else:
+            self._outcomes[number] = state if state in ("complete", "pruned") else "failed"
         metrics = final_metrics or {}
         if self._live is None:
             acc = metrics.get("val_acc")

@@ -11,6 +11,9 @@ COMPLETE, so low-fidelity points land on the Pareto front. This searcher instead
   result's own ``fail_reason`` when it gives one), or was cut off
   by a stopped controller (``"interrupted"``, see :func:`recover_interrupted`).
 
+A ``sample`` that raises fails that trial only (FAIL ``"sample: <error> (<file>:<line>)"``, counted as
+tried); when ``max_sample_failures`` samples in a row fail, the search ends (``sample_error`` says why).
+
 Every per-epoch result is appended to ``user_attrs["history"]``; constraints computed from the final
 metrics are stored with ``trial.set_constraint`` (feasible when <= 0). The layout follows
 ``nas.search.records``.
@@ -39,7 +42,6 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, DONE, TIME_TOTAL_S
 from ray.tune.search import Searcher
 
-from nas.errors import NasError
 from nas.search.choices import SAMPLERS
 
 logger = logging.getLogger(__name__)
@@ -135,6 +137,10 @@ class OptunaMultiObjectiveSearcher(Searcher):
             Without it the fallback is Optuna's exhaustive ``BruteForceSampler`` where every parameter
             of the space is discrete, else a random sampler.
         fallback_draws: how many fallback proposals may repeat before the space counts as exhausted.
+        max_sample_failures: how many trials in a row may fail in ``sample`` before the search ends.
+
+    ``stop_requested`` (settable) tells whether the run is being stopped (Ctrl-C, time budget): a
+    trial that errors from then on was cut off and is recorded as interrupted, not failed.
 
     Duplicates: a proposal whose architecture is that of a COMPLETE or PRUNED trial is told that
     trial's outcome and marked ``duplicate_of`` (the sampler learns from it; nothing is trained); one
@@ -159,6 +165,7 @@ class OptunaMultiObjectiveSearcher(Searcher):
         identity: Callable[[Mapping[str, Any]], Hashable] = _params_key,
         untried: Callable[[set[Hashable], random.Random], dict[str, Any] | None] | None = None,
         fallback_draws: int = 32,
+        max_sample_failures: int = 5,
     ) -> None:
         objectives = dict(objectives)
         if not objectives:
@@ -174,6 +181,8 @@ class OptunaMultiObjectiveSearcher(Searcher):
             raise ValueError(f"max_duplicate_retries must be >= 0, got {max_duplicate_retries!r}")
         if fallback_draws < 1:
             raise ValueError(f"fallback_draws must be >= 1, got {fallback_draws!r}")
+        if max_sample_failures < 1:
+            raise ValueError(f"max_sample_failures must be >= 1, got {max_sample_failures!r}")
         names = list(study.metric_names or [])
         if not names:
             if len(study.directions) != len(objectives):
@@ -204,6 +213,10 @@ class OptunaMultiObjectiveSearcher(Searcher):
         self._identity = identity
         self._untried = untried
         self._fallback_draws = fallback_draws
+        self._max_sample_failures = max_sample_failures
+        self._sample_failures = 0  # in a row
+        self.sample_error: str | None = None  # set when the search ends because sample keeps failing
+        self.stop_requested: Callable[[], bool] = _never
         self.space_exhausted = False  # set when no untried architecture is left
         self.proposals = {"sampler": 0, "fallback": 0, "enqueued": 0, "duplicates_told": 0}
         self._numbers: dict[str, int] = {}  # Ray trial_id -> Optuna trial number
@@ -234,9 +247,23 @@ class OptunaMultiObjectiveSearcher(Searcher):
             self._load_counts()
         if self._max_trials is not None and self._used >= self._max_trials:
             return Searcher.FINISHED
-        if self.space_exhausted:
+        if self.space_exhausted or self.sample_error is not None:
             return Searcher.FINISHED
-        trial = self._propose()
+        while True:
+            try:
+                trial = self._propose()
+                break
+            except _SampleFailed as failed:
+                # That trial failed (and counts as tried); the search goes on unless sample keeps failing.
+                self._used += 1
+                self._sample_failures += 1
+                if self._sample_failures >= self._max_sample_failures:
+                    self.sample_error = (f"the space's sample failed on {self._sample_failures} trials in a row; "
+                                         f"last: {failed}")
+                    return Searcher.FINISHED
+                if self._max_trials is not None and self._used >= self._max_trials:
+                    return Searcher.FINISHED
+        self._sample_failures = 0
         if trial is None:
             self.space_exhausted = True
             logger.info("no untried architecture is left in the space after %d distinct ones", len(self._known))
@@ -317,12 +344,11 @@ class OptunaMultiObjectiveSearcher(Searcher):
         trial = self._study.ask()
         try:
             self._sample(trial)
-        except ValueError as exc:
-            self._tell_fail(trial, f"sample: {_one_line(str(exc))}")
-            raise NasError(f"the search space's sample function failed on trial {trial.number}: {exc}") from exc
-        except Exception as exc:
-            self._tell_fail(trial, f"sample: {type(exc).__name__}: {_one_line(str(exc))}")
-            raise
+        except Exception as exc:  # a user function: that trial fails, not the search
+            where = _user_frame(exc)
+            error = f"{type(exc).__name__}: {_one_line(str(exc))}"
+            self._tell_fail(trial, f"sample: {error}" + (f" ({where})" if where else ""))
+            raise _SampleFailed(f"{where}: {error}" if where else error) from exc
         return trial
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -355,6 +381,10 @@ class OptunaMultiObjectiveSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         """Tell Optuna the trial's outcome: COMPLETE, PRUNED or FAIL (see the module docstring)."""
         if trial_id not in self._numbers or trial_id in self._done or trial_id in self._pending_errors:
+            return
+        if error and self.stop_requested():
+            # Its worker was stopped with the run (a Ctrl-C reaches every process): re-run it on resume.
+            self._finish_interrupted(trial_id)
             return
         if error:
             if trial_id in self._reasons:
@@ -407,6 +437,20 @@ class OptunaMultiObjectiveSearcher(Searcher):
             self._learned(trial, TrialState.PRUNED, last_values=last_values)
         self._forget(trial_id)
 
+    def interrupt_open_trials(self) -> list[int]:
+        """Record every trial asked here and not yet told as interrupted (the run stopped under it).
+
+        Ray Tune ends a stopped run (Ctrl-C, time budget) without telling the searcher about the
+        trials it was running or had pending; each is told FAIL ``"interrupted"`` and enqueued again,
+        as :func:`recover_interrupted` does for a killed controller. Returns their trial numbers.
+        """
+        self.flush()
+        open_ids = [trial_id for trial_id in self._numbers if trial_id not in self._done]
+        numbers = [self._numbers[trial_id] for trial_id in open_ids]
+        for trial_id in open_ids:
+            self._finish_interrupted(trial_id)
+        return numbers
+
     def save(self, checkpoint_path: str) -> None:
         """Save the Ray trial id -> Optuna number map of open trials (the rest lives in the study's storage)."""
         numbers = {k: v for k, v in self._numbers.items() if k not in self._done}
@@ -453,11 +497,11 @@ class OptunaMultiObjectiveSearcher(Searcher):
 
         Read from the study, so it is the truth even when another searcher worked on it before.
         """
-        return sum(_counts(t) for t in self._study.get_trials(deepcopy=False))
+        return sum(counts_toward_budget(t) for t in self._study.get_trials(deepcopy=False))
 
     def _load_counts(self) -> None:
         trials = self._study.get_trials(deepcopy=False)
-        self._used = sum(_counts(t) for t in trials)
+        self._used = sum(counts_toward_budget(t) for t in trials)
         self._known = {}
         for t in trials:
             if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL):
@@ -530,6 +574,31 @@ class OptunaMultiObjectiveSearcher(Searcher):
         self._pending_errors.discard(trial_id)
 
 
+class _SampleFailed(Exception):
+    """The space's ``sample`` raised on one trial (already told FAIL); the message names where."""
+
+
+def _never() -> bool:
+    return False
+
+
+def _user_frame(error: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``error`` in the user's code (not Optuna, nas or Python's own)."""
+    import os
+    import sysconfig
+    import traceback
+
+    import nas
+
+    library = tuple(os.path.dirname(m.__file__) + os.sep for m in (optuna, nas))
+    stdlib = sysconfig.get_paths()["stdlib"] + os.sep
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        name = frame.filename
+        if not name.startswith(("<", stdlib, *library)) and "site-packages" not in name:
+            return f"{name}:{frame.lineno}"
+    return ""
+
+
 def _is_discrete(distribution: Any) -> bool:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -538,7 +607,7 @@ def _is_discrete(distribution: Any) -> bool:
     return isinstance(distribution, FloatDistribution) and distribution.step is not None
 
 
-def _counts(trial: optuna.trial.FrozenTrial) -> bool:
+def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial counts toward ``max_trials`` (see :meth:`OptunaMultiObjectiveSearcher.trials_used`)."""
     if trial.state == TrialState.WAITING or DUPLICATE_OF in trial.user_attrs:
         return False

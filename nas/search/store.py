@@ -8,12 +8,17 @@ Run-folder layout (``--root``, default ``./nas-runs``)::
     <root>/<name>/space.py    a copy of the search-space file
     <root>/<name>/trials/<n>/ final weights and metrics of finished trials
     <root>/<name>/ray/        Ray Tune's experiment folders (unless --storage-path)
+    <root>/.locks/<name>.lock held by the process that creates or runs the search (``SearchLock``)
+
+Commands that only look (``nas status``, ``pareto``, ``report``, ``export``) open the storage
+read-only (``open_storage(read_only=True)``): they never create, migrate or rewrite a study file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,26 @@ from nas.search.records import TrialRecord, records_from_study
 
 OPTIONS_FILE = "search.json"
 STORAGE_ENV = "NAS_STORAGE"
+NAME_MAX = 100
+# One rule for every search name (launch, resume, status, ...): it names a study, a folder and an
+# MLflow experiment at once, so it must be a safe file name and a safe MLflow filter value.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_OPTUNA_TABLES = ("studies", "trials", "version_info")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_name(name: str, what: str = "--name") -> str:
+    """Return ``name`` when it is a valid search name, else raise ``NasError`` saying why.
+
+    Letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit, at most ``NAME_MAX``
+    characters.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise NasError(f"{what} {name!r} is not a valid search name: use letters, digits, '.', '_' and '-', "
+                       "starting with a letter or digit")
+    if len(name) > NAME_MAX:
+        raise NasError(f"{what} is {len(name)} characters long; a search name has at most {NAME_MAX}")
+    return name
 
 
 def default_storage_url(root: Path) -> str:
@@ -47,9 +72,13 @@ def mask(url: str) -> str:
     return mask_url(url)
 
 
-def open_storage(url: str) -> Any:
-    """Open an Optuna ``RDBStorage`` for a SQLAlchemy URL, with one clear error if it fails."""
-    import optuna
+def open_storage(url: str, *, read_only: bool = False) -> Any:
+    """Open an Optuna ``RDBStorage`` for a SQLAlchemy URL, with one clear error if it fails.
+
+    ``read_only`` (``nas status``, ``pareto``, ``report``, ``export``) never writes: the storage must
+    already hold Optuna's tables (else "not a nas study"), a SQLite file is opened in SQLite's
+    read-only mode and nothing is created, migrated or switched to WAL.
+    """
     import sqlalchemy.exc
 
     if "://" not in url:
@@ -57,19 +86,93 @@ def open_storage(url: str) -> Any:
     from nas._urls import engine_kwargs_for
 
     engine_kwargs = engine_kwargs_for(url)
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    sqlite_file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    if sqlite_file is not None and read_only:
+        _check_sqlite_file(sqlite_file)
+        url = f"sqlite:///file:{sqlite_file.resolve()}?mode=ro&uri=true"
+    elif sqlite_file is not None:
+        _check_sqlite_file(sqlite_file, missing_ok=True)
+        try:
+            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise NasError(f"--storage {mask(url)!r}: cannot create folder {sqlite_file.parent} "
+                           f"({error.strerror or error})") from None
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        if url.startswith("sqlite:"):
+        if read_only:
+            _check_optuna_tables(url, engine_kwargs)
+        storage = _rdb_storage(url, engine_kwargs, read_only=read_only)
+        if sqlite_file is not None and not read_only:
             _write_ahead_log(storage.engine)
         return storage
+    except NasError:
+        raise
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
         raise NasError(f"--storage {mask(url)!r} is malformed: {str(error).splitlines()[0]}") from None
     except sqlalchemy.exc.OperationalError as error:
-        raise NasError(f"--storage {mask(url)!r} is unreachable: {str(error.orig).splitlines()[0]}") from None
+        reason = str(error.orig).splitlines()[0]
+        if sqlite_file is not None:
+            raise NasError(f"study storage {sqlite_file}: {reason}; check the file and its folder") from None
+        raise NasError(f"--storage {mask(url)!r} is unreachable: {reason}") from None
+    except sqlalchemy.exc.DatabaseError as error:
+        where = sqlite_file or mask(url)
+        reason = str(getattr(error, "orig", error)).splitlines()[0]
+        raise NasError(f"study storage {where} is corrupt or not a nas study ({reason})") from None
     except Exception as error:  # driver-specific connection errors have no common base class
         raise NasError(f"--storage {mask(url)!r} cannot be opened: {str(error).splitlines()[0]}") from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], *, read_only: bool) -> Any:
+    """Optuna's RDBStorage; a second process creating the same fresh schema at once is waited for once.
+
+    Two launches on a new SQLite file both create Optuna's tables; the slower one then fails on the
+    alembic version row the faster one wrote ("UNIQUE constraint failed: alembic_version"). The
+    schema exists by then, so opening again succeeds.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=read_only)
+    except sqlalchemy.exc.IntegrityError:
+        if read_only:
+            raise
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def _check_sqlite_file(path: Path, *, missing_ok: bool = False) -> None:
+    """One line for a SQLite study path that is a folder, missing, empty or not SQLite at all."""
+    if path.is_dir():
+        raise NasError(f"study storage {path} is a folder, not a SQLite file")
+    if not path.exists():
+        if missing_ok:
+            return
+        raise NasError(f"study storage {path} does not exist (no search was run with it)")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except OSError as error:
+        raise NasError(f"study storage {path}: cannot read it ({error.strerror or error})") from None
+    if not head and missing_ok:
+        return  # an empty file is what SQLite itself leaves for a new database
+    if not head:
+        raise NasError(f"study storage {path} is an empty file, not a nas study")
+    if head != _SQLITE_MAGIC:
+        raise NasError(f"study storage {path} is corrupt or not a SQLite database")
+
+
+def _check_optuna_tables(url: str, engine_kwargs: dict[str, Any]) -> None:
+    """Refuse a storage without Optuna's tables before Optuna would create them."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    missing = [t for t in _OPTUNA_TABLES if t not in tables]
+    if missing:
+        where = url.removeprefix("sqlite:///file:").split("?")[0] if url.startswith("sqlite:") else mask(url)
+        raise NasError(f"study storage {where} is not a nas study (no Optuna tables)")
 
 
 def _write_ahead_log(engine: Any) -> None:
@@ -182,11 +285,16 @@ class SearchHandle:
         return self.search_dir / "trials" / str(number)
 
 
-def open_search(root: str | Path, name: str, *, storage: str | None = None) -> SearchHandle:
-    """Open the search ``name`` of a run folder (one clear error when it does not exist)."""
+def open_search(root: str | Path, name: str, *, storage: str | None = None, read_only: bool = True) -> SearchHandle:
+    """Open the search ``name`` of a run folder (one clear error when it does not exist).
+
+    Read-only by default: looking at a search never writes to its storage.
+    """
     import optuna
 
-    root = Path(root)
+    root = check_root(root)
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise NasError(f"search name {name!r} is not a name in {root}")
     search_dir = root / name
     if not (search_dir / OPTIONS_FILE).is_file():
         known = list_search_names(root)
@@ -194,7 +302,7 @@ def open_search(root: str | Path, name: str, *, storage: str | None = None) -> S
         raise NasError(f"unknown search {name!r}{hint}")
     options = read_options(search_dir)
     url = resolve_storage_url(options, storage)
-    store = open_storage(url)
+    store = open_storage(url, read_only=read_only)
     try:
         study = optuna.load_study(study_name=name, storage=store)
     except KeyError:
@@ -212,10 +320,107 @@ def open_search(root: str | Path, name: str, *, storage: str | None = None) -> S
     )
 
 
+def check_root(root: str | Path) -> Path:
+    """The run folder as a ``Path``; ``NasError`` when something that is not a folder is in its place."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NasError(f"--root {root} is a file, not a run folder")
+    return root
+
+
 def list_search_names(root: str | Path) -> list[str]:
     """Names of the searches in a run folder, oldest first."""
-    root = Path(root)
+    root = check_root(root)
     if not root.is_dir():
         return []
     dirs = [p for p in root.iterdir() if (p / OPTIONS_FILE).is_file()]
     return [p.name for p in sorted(dirs, key=lambda p: (p / OPTIONS_FILE).stat().st_mtime)]
+
+
+def study_exists_at(url: str, name: str) -> bool:
+    """Whether the storage at ``url`` holds a study ``name``, looked up without writing anything.
+
+    A SQLite file that does not exist yet (or is empty, as SQLite leaves a new database) holds no
+    study; a SQLite file that is not an Optuna storage is refused. Server storages are opened as
+    usual: a new database on a server gets Optuna's tables, which a launch creates anyway.
+    """
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        _check_sqlite_file(path, missing_ok=True)
+        if not path.exists() or path.stat().st_size == 0:
+            return False
+        storage = open_storage(url, read_only=True)
+    else:
+        storage = open_storage(url)
+    try:
+        return study_exists(storage, name)
+    finally:
+        storage.engine.dispose()
+
+
+class SearchLock:
+    """An exclusive lock on one search name of a run folder, held by the process that creates or runs it.
+
+    ``<root>/.locks/<name>.lock`` (``flock``; the kernel drops it when the process dies, so a killed
+    controller never leaves a stale lock). Two launches of one name cannot both create it, and two
+    controllers never work on one study (a resume fails the trials it finds RUNNING).
+    """
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.path = Path(root) / ".locks" / f"{name}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when another process holds it."""
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            root = self.path.parent.parent
+            raise NasError(f"--root {root}: cannot write there ({error.strerror or error})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        try:  # the holder's pid, for messages; also the first real write, so a full disk fails here
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as error:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+            root = self.path.parent.parent
+            raise NasError(f"--root {root}: cannot write there ({error.strerror or error})") from None
+        self._fd = fd
+        return True
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock now (looked up without creating anything)."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also drops the lock if it was just taken here
+        return False
+
+    def holder(self) -> str:
+        """The process id written by the holder, for messages ("" when unknown)."""
+        try:
+            return self.path.read_text().strip()
+        except OSError:
+            return ""
+
+    def release(self) -> None:
+        """Give the lock back (closing the file drops it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
