@@ -44,14 +44,14 @@ class ProxyScores:
     sops: float
     params: int
     time_steps: int
-    batch_size: int
+    batch_size: int  # images per batch (-1 when the batches differ in size)
     batches: int
     seed: int
     seconds: float
     cpu_seconds: float
     energy: EnergyReport | None = field(default=None, repr=False)
 
-    def metrics(self) -> dict[str, float | int]:
+    def metrics(self) -> dict[str, float | int | None]:
         """The flat numbers, JSON-ready (a non-finite ``sahd`` becomes ``None``)."""
         return {
             "sahd": self.sahd if math.isfinite(self.sahd) else None,
