@@ -17,7 +17,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from nas.errors import NasError
-from nas.search.choices import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLERS, SCHEDULERS
+from nas.search.choices import (
+    DEFAULT_PROXY,
+    DEFAULT_PROXY_RULE,
+    DEFAULT_SAMPLER,
+    DEFAULT_SCHEDULER,
+    PROXIES,
+    PROXY_RULES,
+    SAMPLERS,
+    SCHEDULERS,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas.search.controller import SearchOptions, SearchResult
@@ -354,6 +363,8 @@ def _bench_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nas.bench import compare, default_budget, load_table, render, settings_grid, to_dict
+    from nas.bench.proxy_scores import load_proxy_scores
+    from nas.bench.simulator import cost_column
 
     for flag, count in (("--workers", args.workers), ("--seeds", args.seeds), ("--processes", args.processes)):
         if count < 1:
@@ -369,8 +380,15 @@ def _bench_run(args: argparse.Namespace) -> int:
     for name in args.table:
         table = load_table(name)
         budget = args.budget or default_budget(table, args.workers)
-        grid = settings_grid(args.sampler, args.scheduler, args.eta, workers=args.workers, budget=budget)
-        comparison = compare(table, grid, seeds=args.seeds, fraction=args.fraction, processes=args.processes)
+        grid = settings_grid(args.sampler, args.scheduler, args.eta, workers=args.workers, budget=budget,
+                             proxies=args.proxy, proxy_rules=args.proxy_rule)
+        scores = None
+        if any(p != "none" for p in args.proxy):
+            if args.proxy_scores is None:
+                raise NasError("--proxy sahd needs --proxy-scores FILE (written by benchmarks/bench_proxy.py)")
+            scores = load_proxy_scores(args.proxy_scores, table, clock=cost_column(table))
+        comparison = compare(table, grid, seeds=args.seeds, fraction=args.fraction, processes=args.processes,
+                             proxy_scores=scores)
         print(render(comparison), flush=True)
         print()
         results.append(to_dict(comparison))
@@ -394,6 +412,15 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", choices=SCHEDULERS, default=DEFAULT_SCHEDULER,
                    help=f"early stopping: MOASHA (-nsga2 crowding or -epsnet order within a front), Ray's "
                         f"single-metric ASHA on val_acc, or none (default {DEFAULT_SCHEDULER})")
+    p.add_argument("--reduction-factor", type=int, default=3,
+                   help="eta: a MOASHA/ASHA rung keeps 1/eta of the trials, and the proxy rung trains 1 of eta "
+                        "proposals (default 3)")
+    p.add_argument("--proxy", choices=PROXIES, default=DEFAULT_PROXY,
+                   help="rung 0 without training: sahd scores round(--reduction-factor) proposals at a time at "
+                        f"initialisation and trains only those --proxy-rule keeps (default {DEFAULT_PROXY})")
+    p.add_argument("--proxy-rule", choices=PROXY_RULES, default=DEFAULT_PROXY_RULE,
+                   help="top: the best SAHD of each batch; front: those non-dominated on SAHD x initial energy "
+                        f"(default {DEFAULT_PROXY_RULE})")
     p.add_argument("--dataset", default=None, help="dataset name (default: the space's)")
     p.add_argument("--data-src", default=None, help="source folder of the dataset (cifar10, imagefolder, ...)")
     p.add_argument("--seed", type=int, default=0)
@@ -545,6 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", nargs="+", choices=SAMPLERS, default=[DEFAULT_SAMPLER])
     p.add_argument("--scheduler", nargs="+", choices=SCHEDULERS, default=[DEFAULT_SCHEDULER])
     p.add_argument("--eta", nargs="+", type=float, default=[3.0], help="reduction factors of the schedulers (3)")
+    p.add_argument("--proxy", nargs="+", choices=PROXIES, default=[DEFAULT_PROXY],
+                   help=f"rung 0 without training: none, or sahd (keeps 1 of every round(eta) proposals by the "
+                        f"rule; default {DEFAULT_PROXY})")
+    p.add_argument("--proxy-rule", nargs="+", choices=PROXY_RULES, default=[DEFAULT_PROXY_RULE],
+                   help="top: the best score of each batch; front: those non-dominated on score x initial energy")
+    p.add_argument("--proxy-scores", default=None,
+                   help="the tables' proxy scores (benchmarks/results/proxy_scores.json.gz), needed with --proxy sahd")
     p.add_argument("--workers", type=int, default=4, help="trials running at once (default 4)")
     p.add_argument("--budget", type=float, default=None,
                    help="simulated seconds (default: the time the workers need to train a quarter of the table)")

@@ -386,3 +386,30 @@ def test_nas_report_contains_the_front(finished, tmp_path: Path) -> None:
     front_table = html.split('<table id="front-table">')[1].split("</table>")[0]
     assert {int(n) for n in re.findall(r'data-trial="(\d+)"', front_table)} == {r.number for r in result.front}
     assert "Firing rates and energy of the front" in html
+
+
+def test_a_search_with_the_proxy_rung_scores_every_trial_and_never_trains_what_it_dropped(
+        tmp_path: Path, data_dir) -> None:
+    import mlflow
+
+    from nas.search.store import default_tracking_uri
+
+    space = _write(tmp_path, "tiny.py", tiny_space(epochs=1, trials=3, train=128))
+    root = tmp_path / "runs"
+    result = launch(SearchOptions(space=str(space), name="proxied", root=str(root), trials=3, concurrency=1,
+                                  scheduler="none", proxy="sahd", seed=0), live=False)
+    records = [r for r in result.records if r.state != "DUPLICATE"]
+    trained = [r for r in records if r.state == "COMPLETE"]
+    dropped = [r for r in records if r.state == "DROPPED"]
+    assert len(trained) == 3 and len(dropped) == 6, [(r.number, r.state) for r in records]
+    assert all("proxy_score" in r.user_attrs and "proxy_energy_uj" in r.user_attrs for r in records)
+    for r in dropped:  # never trained: no epoch, no weights, no MLflow run
+        assert r.history == [] and r.values is None
+        assert not (root / "proxied" / "trials" / str(r.number)).exists()
+    client = mlflow.MlflowClient(tracking_uri=default_tracking_uri(root))
+    experiment = client.get_experiment_by_name("proxied")
+    children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(int(c.data.tags["nas.trial_number"]) for c in children) == sorted(r.number for r in trained)
+    for child in children:
+        record = next(r for r in trained if r.number == int(child.data.tags["nas.trial_number"]))
+        assert child.data.params["nas.proxy_score"] == str(record.user_attrs["proxy_score"])

@@ -21,6 +21,7 @@ import numpy as np
 from nas.bench.simulator import SimulationRun, SimulationSettings, cost_column, simulate, true_front_hypervolume
 from nas.bench.table import LearningCurveTable
 from nas.bench.table_space import TableSpace
+from nas.search.proxy_rung import ProxyOutcome
 
 CHECKPOINTS = (0.1, 0.25, 0.5, 1.0)
 BASELINE = ("random", "none")
@@ -63,15 +64,22 @@ class Comparison:
 
 
 def settings_grid(samplers: Sequence[str], schedulers: Sequence[str], etas: Sequence[float], *, workers: int,
-                  budget: float) -> list[SimulationSettings]:
-    """Every sampler x scheduler x eta (one eta for ``none``, which has none), random/none first when present."""
+                  budget: float, proxies: Sequence[str] = ("none",), proxy_rules: Sequence[str] = ("top",)
+                  ) -> list[SimulationSettings]:
+    """Every sampler x scheduler x eta x proxy (x rule), random/none without a proxy first when present.
+
+    ``none`` has no eta of its own: it gets the first one, unless a proxy rung uses every eta.
+    """
     grid = []
     for sampler in samplers:
         for scheduler in schedulers:
-            for eta in ([etas[0]] if scheduler == "none" else etas):
-                grid.append(SimulationSettings(sampler=sampler, scheduler=scheduler, reduction_factor=eta,
-                                               workers=workers, budget=budget))
-    return sorted(grid, key=lambda s: (s.sampler, s.scheduler) != BASELINE)
+            for proxy in proxies:
+                for rule in (proxy_rules if proxy != "none" else proxy_rules[:1]):
+                    for eta in ([etas[0]] if scheduler == "none" and proxy == "none" else etas):
+                        grid.append(SimulationSettings(sampler=sampler, scheduler=scheduler, reduction_factor=eta,
+                                                       workers=workers, budget=budget, proxy=proxy,
+                                                       proxy_rule=rule))
+    return sorted(grid, key=lambda s: (s.sampler, s.scheduler, s.proxy) != (*BASELINE, "none"))
 
 
 def default_budget(table: LearningCurveTable, workers: int, share: float | None = None, cost: str = "auto") -> float:
@@ -91,14 +99,16 @@ def default_budget(table: LearningCurveTable, workers: int, share: float | None 
 _WORKER: dict[str, Any] = {}
 
 
-def _load(table: LearningCurveTable, truth: float) -> None:
+def _load(table: LearningCurveTable, truth: float, proxy_scores: dict[int, ProxyOutcome] | None) -> None:
     """Once per process: the table's space (its nearest-entry cache then serves every run)."""
     _WORKER["space"] = TableSpace(table)
     _WORKER["truth"] = truth
+    _WORKER["proxy_scores"] = proxy_scores
 
 
 def _run(settings: SimulationSettings) -> SimulationRun:
-    return simulate(_WORKER["space"], settings, true_hypervolume=_WORKER["truth"])
+    return simulate(_WORKER["space"], settings, true_hypervolume=_WORKER["truth"],
+                    proxy_scores=_WORKER["proxy_scores"])
 
 
 def compare(
@@ -109,8 +119,12 @@ def compare(
     fraction: float = 0.98,
     processes: int = 1,
     progress: Callable[[str], None] | None = None,
+    proxy_scores: dict[int, ProxyOutcome] | None = None,
 ) -> Comparison:
-    """Simulate every setting for seeds ``0..seeds-1`` and summarise (see the module docstring)."""
+    """Simulate every setting for seeds ``0..seeds-1`` and summarise (see the module docstring).
+
+    ``proxy_scores`` serve the settings with a proxy rung (see ``nas.bench.proxy_scores``).
+    """
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     if not 0 < fraction <= 1:
@@ -123,13 +137,13 @@ def compare(
         import multiprocessing
 
         with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_load, initargs=(table, truth)) as pool:
+                                 initializer=_load, initargs=(table, truth, proxy_scores)) as pool:
             runs = list(pool.map(_run, jobs, chunksize=max(1, seeds // 4)))
     else:
-        runs = [simulate(space, job, true_hypervolume=truth) for job in jobs]
+        runs = [simulate(space, job, true_hypervolume=truth, proxy_scores=proxy_scores) for job in jobs]
     by_setting = [runs[i * seeds:(i + 1) * seeds] for i in range(len(settings))]
-    baseline = next((r for s, r in zip(settings, by_setting, strict=True) if (s.sampler, s.scheduler) == BASELINE),
-                    None)
+    baseline = next((r for s, r in zip(settings, by_setting, strict=True)
+                     if (s.sampler, s.scheduler, s.proxy) == (*BASELINE, "none")), None)
     baseline_final = float(np.median([r.final_hypervolume for r in baseline])) if baseline else None
     summaries = [_summarise(s, r, fraction * truth, baseline_final) for s, r in zip(settings, by_setting, strict=True)]
     for summary in summaries:
@@ -209,7 +223,7 @@ def to_dict(comparison: Comparison) -> dict[str, Any]:
         "baseline_final": comparison.baseline_final,
         "settings": [{
             "label": s.label, "sampler": s.settings.sampler, "scheduler": s.settings.scheduler,
-            "eta": s.settings.reduction_factor,
+            "eta": s.settings.reduction_factor, "proxy": s.settings.proxy, "proxy_rule": s.settings.proxy_rule,
             "checkpoints": {str(c): list(q) for c, q in s.checkpoints.items()},
             "time_to_fraction": list(s.time_to_fraction), "reached_fraction": s.reached_fraction,
             "time_to_baseline": list(s.time_to_baseline) if s.time_to_baseline else None,

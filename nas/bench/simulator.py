@@ -16,7 +16,9 @@ validation with the energy meter, on one thread), else ``epoch_seconds`` (wall t
 default because the tables were built on a shared 2-core machine, where an epoch's wall time was
 2.4x its CPU time in the median and up to 5.6x, depending on what else ran. A free slot is
 filled at once. Nothing that the controller itself spends (sampler ``ask``, bookkeeping) is counted:
-the simulation measures search quality per unit of training time.
+the simulation measures search quality per unit of training time. The one exception is a proxy rung
+(``proxy="sahd"``): its scoring is work a search would not do otherwise, so what scoring a batch cost
+(the entries' recorded proxy seconds, in the clock's kind) delays the start of the trial it chose.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from typing import Any
 
 from nas.bench.table import DIVERGED, FAILED, TableEntry
 from nas.bench.table_space import TableSpace
-from nas.search.choices import DEFAULT_SAMPLER, DEFAULT_SCHEDULER
+from nas.search.choices import (
+    DEFAULT_PROXY,
+    DEFAULT_PROXY_RULE,
+    DEFAULT_SAMPLER,
+    DEFAULT_SCHEDULER,
+    PROXIES,
+    PROXY_RULES,
+)
+from nas.search.proxy_rung import ProxyOutcome
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,14 @@ class SimulationSettings:
     cost: str = "auto"
     start_seconds: float = 0.0
     max_trials: int | None = None
+    proxy: str = DEFAULT_PROXY  # "sahd": rung 0 scores proposals untrained (needs the table's proxy scores)
+    proxy_rule: str = DEFAULT_PROXY_RULE
 
     def __post_init__(self) -> None:
+        if self.proxy not in PROXIES:
+            raise ValueError(f"proxy must be one of {', '.join(PROXIES)}, got {self.proxy!r}")
+        if self.proxy_rule not in PROXY_RULES:
+            raise ValueError(f"proxy_rule must be one of {', '.join(PROXY_RULES)}, got {self.proxy_rule!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if not self.budget > 0:
@@ -58,7 +74,8 @@ class SimulationSettings:
     def label(self) -> str:
         """``sampler/scheduler`` with eta where the scheduler has one."""
         eta = "" if self.scheduler == "none" else f"(eta={self.reduction_factor:g})"
-        return f"{self.sampler}/{self.scheduler}{eta}"
+        proxy = "" if self.proxy == "none" else f"+{self.proxy}-{self.proxy_rule}(1/{round(self.reduction_factor)})"
+        return f"{self.sampler}/{self.scheduler}{eta}{proxy}"
 
 
 @dataclass
@@ -142,18 +159,30 @@ def true_front_hypervolume(space: TableSpace) -> float:
     return normalised_hypervolume(tracker.volume, table.objectives, table.reference) or 0.0
 
 
-def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolume: float | None = None
-             ) -> SimulationRun:
-    """Replay one search on ``space``'s table (see the module docstring); deterministic for a seed."""
+def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolume: float | None = None,
+             proxy_scores: dict[int, ProxyOutcome] | None = None) -> SimulationRun:
+    """Replay one search on ``space``'s table (see the module docstring); deterministic for a seed.
+
+    ``proxy_scores`` (table entry index -> outcome, see ``nas.bench.proxy_scores``) is needed when
+    ``settings.proxy`` is not ``"none"``.
+    """
     import optuna
     from ray.tune.schedulers import TrialScheduler
     from ray.tune.search import Searcher
 
     from nas.search.moasha import make_scheduler
     from nas.search.pareto import HypervolumeTracker, normalised_hypervolume
+    from nas.search.proxy_rung import ProxyRung
     from nas.search.searcher import OptunaMultiObjectiveSearcher, make_sampler
 
     table = space.table
+    proxy = None
+    if settings.proxy != "none":
+        if proxy_scores is None:
+            raise ValueError(f"proxy {settings.proxy!r} needs the table's proxy scores (proxy_scores=)")
+        unknown = ProxyOutcome(-math.inf, math.inf, 0.0)
+        proxy = ProxyRung(lambda params, number: proxy_scores.get(space.nearest(params), unknown),
+                          name=settings.proxy, reduction_factor=settings.reduction_factor, rule=settings.proxy_rule)
     settings = replace(settings, cost=cost_column(table, settings.cost))
     objectives = dict(table.objectives)
     names = list(objectives)
@@ -168,7 +197,7 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
     searcher = OptunaMultiObjectiveSearcher(
         study=study, sample=space.space.suggest, objectives=objectives, max_epochs=table.epochs,
         max_trials=settings.max_trials, stopped_by_scheduler=scheduler.stopped_trials.__contains__,
-        identity=space.identity, untried=space.untried,
+        identity=space.identity, untried=space.untried, proxy=proxy,
     )
     tracker = HypervolumeTracker(list(objectives.values()), [table.reference[n] for n in names])
     events: list[tuple[float, int, str]] = []
@@ -188,6 +217,7 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
         nonlocal finished
         while not finished and len(running) < settings.workers:
             trial_id = f"t{sequence:06d}"
+            scored = searcher.proxy_seconds
             config = searcher.suggest(trial_id)
             if config is None or config == Searcher.FINISHED:
                 finished = True
@@ -197,7 +227,8 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
             scheduler.on_trial_add(None, trial)
             run = _Running(trial, int(config["optuna_number"]), space.entries[index], index, now)
             running[trial_id] = run
-            schedule(trial_id, now + settings.start_seconds + _epoch_cost(run.entry, 1, settings.cost))
+            delay = settings.start_seconds + (searcher.proxy_seconds - scored)
+            schedule(trial_id, now + delay + _epoch_cost(run.entry, 1, settings.cost))
 
     def end(run: _Running, state: str) -> None:
         del running[run.trial.trial_id]

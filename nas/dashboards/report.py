@@ -82,13 +82,16 @@ def _figure_div(fig: go.Figure, div_id: str) -> str:
 
 
 def _table(rows: Sequence[Mapping[str, Any]], names: Sequence[str], *, table_id: str) -> str:
-    head = ["trial", "state", *names, "rank", "family", "T", "params", "note"]
+    proxy = any(r.get("proxy_score") is not None for r in rows)
+    head = ["trial", "state", *names, "rank", "family", "T", *(["proxy"] if proxy else []), "params", "note"]
     out = [f'<table id="{table_id}"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)]
     out.append("</tr></thead><tbody>")
     for r in rows:
         note = r["fail_reason"] or ("" if r["feasible"] else "infeasible")
         if r["state"] == "PRUNED" and r["values"]:
             note = note or "values of the last epoch"
+        if r["state"] == "DROPPED":
+            note = "dropped by the proxy rung: never trained"
         cells = [
             str(r["number"]),
             r["state"].lower(),
@@ -96,6 +99,7 @@ def _table(rows: Sequence[Mapping[str, Any]], names: Sequence[str], *, table_id:
             "" if r["rank"] is None else str(r["rank"]),
             r["family"] or "",
             "" if r["time_steps"] is None else str(r["time_steps"]),
+            *([_fmt(r["proxy_score"]) if r.get("proxy_score") is not None else ""] if proxy else []),
         ]
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items())
         row_class = ' class="front"' if r["pareto"] else ""

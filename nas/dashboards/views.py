@@ -78,7 +78,8 @@ def trial_rows(
 
     Keys: ``number``, ``state``, ``values`` ({objective: value}: final values of complete trials,
     last-epoch values of pruned ones, empty otherwise), ``rank`` (non-dominated rank or None),
-    ``pareto`` (bool), ``feasible``, ``family``, ``time_steps``, ``params``, ``fail_reason``.
+    ``pareto`` (bool), ``feasible``, ``family``, ``time_steps``, ``params``, ``fail_reason``, ``proxy_score``
+    (rung 0's training-free score, ``None`` without a proxy rung or where it is undefined).
     ``ranks``: the result of ``ranks_of(records, objectives)`` when the caller has it already.
     Every view below accepts these rows as ``rows=`` so that one refresh sorts the study once.
     """
@@ -109,6 +110,7 @@ def trial_rows(
                 "time_steps": time_steps_of(r),
                 "params": dict(r.params),
                 "fail_reason": r.fail_reason,
+                "proxy_score": r.user_attrs.get("proxy_score"),
             }
         )
     return rows

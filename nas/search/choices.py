@@ -9,3 +9,9 @@ DEFAULT_PRIORITY = "nsga2"
 # "moasha" is MOASHA with DEFAULT_PRIORITY; "asha" is Ray's single-metric ASHA on val_acc.
 SCHEDULERS = ("moasha", "moasha-nsga2", "moasha-epsnet", "asha", "none")
 DEFAULT_SCHEDULER = "moasha"
+
+# Rung 0 without training ("sahd": nas.proxy's SAHD score), and how it picks what is trained.
+PROXIES = ("none", "sahd")
+DEFAULT_PROXY = "none"
+PROXY_RULES = ("top", "front")
+DEFAULT_PROXY_RULE = "top"

@@ -27,7 +27,16 @@ from typing import Any, Protocol
 
 from nas.errors import NasError
 from nas.search import store
-from nas.search.choices import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLERS, SCHEDULERS
+from nas.search.choices import (
+    DEFAULT_PROXY,
+    DEFAULT_PROXY_RULE,
+    DEFAULT_SAMPLER,
+    DEFAULT_SCHEDULER,
+    PROXIES,
+    PROXY_RULES,
+    SAMPLERS,
+    SCHEDULERS,
+)
 from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from_study
 from nas.search.reference import BASIS as REFERENCE_BASIS
 
@@ -51,6 +60,8 @@ class SearchOptions:
     concurrency: int | None = None
     sampler: str = DEFAULT_SAMPLER
     scheduler: str = DEFAULT_SCHEDULER
+    proxy: str = DEFAULT_PROXY
+    proxy_rule: str = DEFAULT_PROXY_RULE
     dataset: str | None = None
     data_src: str | None = None
     seed: int = 0
@@ -93,6 +104,12 @@ class SearchOptions:
             raise NasError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.scheduler not in SCHEDULERS:
             raise NasError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.reduction_factor < 2:
+            raise NasError(f"--reduction-factor must be at least 2, got {self.reduction_factor}")
+        if self.proxy not in PROXIES:
+            raise NasError(f"--proxy must be one of {', '.join(PROXIES)}, got {self.proxy!r}")
+        if self.proxy_rule not in PROXY_RULES:
+            raise NasError(f"--proxy-rule must be one of {', '.join(PROXY_RULES)}, got {self.proxy_rule!r}")
         if self.name is not None:
             store.check_name(self.name)
         for key, limit in LARGE_BUDGETS.items():
@@ -619,7 +636,8 @@ class _Bookkeeper:
         if number is None:
             return
         self.started.add(number)
-        self._notify("trial_started", number, dict(trial.config.get("params", {})), attrs=self._attrs())
+        attrs = {**self._attrs(), **(trial.config.get("proxy") or {})}
+        self._notify("trial_started", number, dict(trial.config.get("params", {})), attrs=attrs)
 
     def trials_interrupted(self, numbers: Sequence[int]) -> None:
         """Tell listeners that these trials were cut off (the searcher has recorded them as interrupted)."""
@@ -813,6 +831,7 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
         constraints=space.constraint_values if space.constraints else None,
         max_trials=prepared.trials,
         stopped_by_scheduler=scheduler.stopped_trials.__contains__,
+        proxy=_proxy_rung(prepared),
     )
     if not options.verbose:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter at verbose=0 prints nothing
@@ -891,6 +910,22 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
     result.stop_signal = stop.signal if result.interrupted else None
     result.time_budget_reached = stop.reason == "time_budget" and result.trials_done < result.trials
     return result
+
+
+def _proxy_rung(prepared: PreparedSearch) -> Any:
+    """The search's rung 0 (``--proxy``): SAHD on a few fixed training batches, scored in this process."""
+    options = prepared.options
+    if options.proxy == "none":
+        return None
+    from nas.data import make_loaders
+    from nas.proxy import take_batches
+    from nas.search.proxy_rung import PROXY_BATCH_SIZE, PROXY_BATCHES, ProxyRung, sahd_scorer
+
+    train, _, _ = make_loaders(prepared.dataset, batch_size=PROXY_BATCH_SIZE, src=options.data_src, augment=False,
+                               seed=options.seed, num_workers=1)
+    batches = take_batches(train, PROXY_BATCHES, PROXY_BATCH_SIZE)
+    return ProxyRung(sahd_scorer(prepared.space, prepared.data_info, batches, seed=options.seed), name=options.proxy,
+                     reduction_factor=options.reduction_factor, rule=options.proxy_rule)
 
 
 def _first_line(error: BaseException) -> str:

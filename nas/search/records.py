@@ -15,6 +15,10 @@ tracking and export read. Layout inside Optuna (one study per search name):
 - ``trial.user_attrs["duplicate_of"]``: a proposal that repeated an architecture already tried; it was
   told that trial's outcome so the sampler learns from it, and never trained. Its record's state is
   ``DUPLICATE`` whatever Optuna's state is: it is no trial of the search (not counted, not on the front).
+- ``trial.user_attrs["proxy_score"]``, ``["proxy_energy_uj"]``: rung 0's training-free score of the
+  untrained candidate and its energy estimate (searches with ``--proxy``); ``["proxy_dropped"]``: a
+  proposal rung 0 dropped. It is told PRUNED so the sampler learns from it; its record's state is
+  ``DROPPED``: never trained, not counted toward the budget, never on the front.
 - what was built and where: ``family``, ``time_steps`` and ``params`` (the parameter count) of the
   history's rows, and the ``node_id`` of its last row; a record shows them as ``user_attrs["family"]``,
   ``["time_steps"]``, ``["model_params"]`` and ``["node_id"]``.
@@ -35,6 +39,7 @@ FAIL = "FAIL"
 RUNNING = "RUNNING"
 WAITING = "WAITING"
 DUPLICATE = "DUPLICATE"
+DROPPED = "DROPPED"
 
 
 @dataclass
@@ -79,6 +84,8 @@ def records_from_study(study: Any) -> list[TrialRecord]:
         state = t.state.name
         if "duplicate_of" in t.user_attrs or (state == FAIL and t.user_attrs.get("fail_reason") == "duplicate"):
             state = DUPLICATE
+        elif "proxy_dropped" in t.user_attrs:
+            state = DROPPED
         if t.values is not None and state == COMPLETE:
             values = dict(zip(names, t.values, strict=True)) if names else dict(enumerate(t.values))
         # Optuna 5 keeps trial.set_constraint(key, value) as system attr "constraints:<key>".

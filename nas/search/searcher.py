@@ -23,6 +23,10 @@ told the known outcome (as Optuna's FAQ suggests: the same values for a COMPLETE
 same last values for a pruned one), marked ``user_attrs["duplicate_of"]``, never trained and never
 counted; the sampler is asked again. After a few repeats a fallback proposes an untried architecture
 (an exhaustive sampler where the space is finite); when none is left the search ends, saying so.
+
+With a proxy rung (``nas.search.proxy_rung``), proposals are asked in batches and scored untrained;
+those the rung drops are told PRUNED, marked ``user_attrs["proxy_dropped"]``, never trained and never
+counted; every scored trial keeps its ``proxy_score`` and ``proxy_energy_uj``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, DONE, TIME_TOTAL_S
 from ray.tune.search import Searcher
 
 from nas.search.choices import SAMPLERS
+from nas.search.proxy_rung import ProxyRung
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ _RAY_KEYS = (
 _INTERRUPTED = "interrupted"
 _DUPLICATE = "duplicate"
 DUPLICATE_OF = "duplicate_of"  # user attr of a proposal told the outcome of the trial it repeats
+PROXY_DROPPED = "proxy_dropped"  # user attr of a proposal the proxy rung dropped (never trained)
 PROPOSAL = "proposal"  # user attr "fallback" on a trial proposed by the fallback, not the sampler
 
 
@@ -138,6 +144,8 @@ class OptunaMultiObjectiveSearcher(Searcher):
             of the space is discrete, else a random sampler.
         fallback_draws: how many fallback proposals may repeat before the space counts as exhausted.
         max_sample_failures: how many trials in a row may fail in ``sample`` before the search ends.
+        proxy: an optional rung 0 that scores proposals untrained and drops some (see the module
+            docstring); ``proxy_seconds`` adds up what its scoring cost.
 
     ``stop_requested`` (settable) tells whether the run is being stopped (Ctrl-C, time budget): a
     trial that errors from then on was cut off and is recorded as interrupted, not failed.
@@ -166,6 +174,7 @@ class OptunaMultiObjectiveSearcher(Searcher):
         untried: Callable[[set[Hashable], random.Random], dict[str, Any] | None] | None = None,
         fallback_draws: int = 32,
         max_sample_failures: int = 5,
+        proxy: ProxyRung | None = None,
     ) -> None:
         objectives = dict(objectives)
         if not objectives:
@@ -219,6 +228,11 @@ class OptunaMultiObjectiveSearcher(Searcher):
         self.stop_requested: Callable[[], bool] = _never
         self.space_exhausted = False  # set when no untried architecture is left
         self.proposals = {"sampler": 0, "fallback": 0, "enqueued": 0, "duplicates_told": 0}
+        self._proxy = proxy
+        self._kept: list[optuna.Trial] = []  # scored and kept by the proxy rung, not yet handed to Ray
+        self.proxy_seconds = 0.0
+        if proxy is not None:
+            self.proposals["proxy_dropped"] = 0
         self._numbers: dict[str, int] = {}  # Ray trial_id -> Optuna trial number
         self._trials: dict[str, optuna.Trial] = {}  # live handles of trials asked here
         self._histories: dict[str, list[dict[str, Any]]] = {}
@@ -247,8 +261,27 @@ class OptunaMultiObjectiveSearcher(Searcher):
             self._load_counts()
         if self._max_trials is not None and self._used >= self._max_trials:
             return Searcher.FINISHED
-        if self.space_exhausted or self.sample_error is not None:
-            return Searcher.FINISHED
+        if self._kept:
+            trial = self._kept.pop(0)
+        else:
+            if self.space_exhausted or self.sample_error is not None:
+                return Searcher.FINISHED
+            trial = self._next_proposal()
+            if trial is None:
+                return Searcher.FINISHED
+            if self._proxy is not None and not _enqueued(trial):
+                trial = self._through_proxy(trial)
+        self._numbers[trial_id] = trial.number
+        self._trials[trial_id] = trial
+        self._histories[trial_id] = []
+        self._used += 1
+        config: dict[str, Any] = {"params": dict(trial.params), "optuna_number": trial.number}
+        if self._proxy is not None:
+            config["proxy"] = {k: trial.user_attrs.get(k) for k in ("proxy_score", "proxy_energy_uj")}
+        return config
+
+    def _next_proposal(self) -> optuna.Trial | None:
+        """An untried proposal, reserved as running; ``None`` when the search must end (reason set)."""
         while True:
             try:
                 trial = self._propose()
@@ -260,20 +293,50 @@ class OptunaMultiObjectiveSearcher(Searcher):
                 if self._sample_failures >= self._max_sample_failures:
                     self.sample_error = (f"the space's sample failed on {self._sample_failures} trials in a row; "
                                          f"last: {failed}")
-                    return Searcher.FINISHED
+                    return None
                 if self._max_trials is not None and self._used >= self._max_trials:
-                    return Searcher.FINISHED
+                    return None
         self._sample_failures = 0
         if trial is None:
             self.space_exhausted = True
             logger.info("no untried architecture is left in the space after %d distinct ones", len(self._known))
-            return Searcher.FINISHED
-        self._numbers[trial_id] = trial.number
-        self._trials[trial_id] = trial
-        self._histories[trial_id] = []
-        self._used += 1
+            return None
         self._known[self._identity(trial.params)] = _Known(trial.number, TrialState.RUNNING)
-        return {"params": dict(trial.params), "optuna_number": trial.number}
+        return trial
+
+    def _through_proxy(self, first: optuna.Trial) -> optuna.Trial:
+        """Rung 0: score a batch of proposals starting with ``first``; drop what the rule drops.
+
+        Returns the first kept trial; the other kept ones wait in ``_kept`` for the next suggestions.
+        At most as many are kept as the trial budget has room for.
+        """
+        assert self._proxy is not None
+        batch = [first]
+        while len(batch) < self._proxy.batch:
+            trial = self._next_proposal()
+            if trial is None:
+                break
+            if _enqueued(trial):  # a retry was scored before: it runs as it is
+                self._kept.append(trial)
+                continue
+            batch.append(trial)
+        outcomes = [self._proxy.score(dict(t.params), t.number) for t in batch]
+        self.proxy_seconds += sum(o.seconds for o in outcomes)
+        kept = self._proxy.keep(outcomes)
+        if self._max_trials is not None:
+            room = max(1, self._max_trials - self._used - len(self._kept))
+            kept = sorted(sorted(kept, key=lambda i: (-outcomes[i].score, outcomes[i].energy_uj))[:room])
+        for i, (trial, outcome) in enumerate(zip(batch, outcomes, strict=True)):
+            for key, value in outcome.attrs().items():
+                trial.set_user_attr(key, value)
+            if i not in kept:
+                trial.set_user_attr(PROXY_DROPPED, True)
+                self._study.tell(trial, state=TrialState.PRUNED)
+                self._known[self._identity(trial.params)] = _Known(trial.number, TrialState.PRUNED)
+                self.proposals["proxy_dropped"] += 1
+        chosen = [batch[i] for i in kept]
+        self._kept.extend(chosen[1:])
+        return chosen[0]
 
     def _propose(self) -> optuna.Trial | None:
         """The sampler's proposal; after repeats, the fallback's; ``None`` when the space is exhausted."""
@@ -286,7 +349,7 @@ class OptunaMultiObjectiveSearcher(Searcher):
                     return None
                 trial = self._ask_and_sample()
                 distributions = trial.distributions
-                if "fixed_params" in trial._cached_frozen_trial.system_attrs and not fallback:
+                if _enqueued(trial) and not fallback:
                     # enqueued: the retry of an interrupted trial (the frozen copy Optuna read on ask)
                     self.proposals["enqueued"] += 1
                     return trial
@@ -449,6 +512,12 @@ class OptunaMultiObjectiveSearcher(Searcher):
         numbers = [self._numbers[trial_id] for trial_id in open_ids]
         for trial_id in open_ids:
             self._finish_interrupted(trial_id)
+        for trial in self._kept:  # kept by the proxy rung, never handed to Ray: they run on resume
+            numbers.append(trial.number)
+            self._tell_fail(trial, _INTERRUPTED)
+            self._unknown(trial)
+            self._study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+        self._kept = []
         return numbers
 
     def save(self, checkpoint_path: str) -> None:
@@ -483,6 +552,8 @@ class OptunaMultiObjectiveSearcher(Searcher):
         state = self.__dict__.copy()
         state["_study"] = None
         state["_trials"] = {}
+        state["_kept"] = []
+        state["_proxy"] = None  # holds the space and image batches; a restored copy would not score
         return state
 
     # Counting ------------------------------------------------------------------------------------
@@ -574,6 +645,11 @@ class OptunaMultiObjectiveSearcher(Searcher):
         self._pending_errors.discard(trial_id)
 
 
+def _enqueued(trial: optuna.Trial) -> bool:
+    """A trial enqueued by the search itself (the retry of an interrupted one), not proposed by a sampler."""
+    return "fixed_params" in trial._cached_frozen_trial.system_attrs
+
+
 class _SampleFailed(Exception):
     """The space's ``sample`` raised on one trial (already told FAIL); the message names where."""
 
@@ -609,7 +685,7 @@ def _is_discrete(distribution: Any) -> bool:
 
 def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial counts toward ``max_trials`` (see :meth:`OptunaMultiObjectiveSearcher.trials_used`)."""
-    if trial.state == TrialState.WAITING or DUPLICATE_OF in trial.user_attrs:
+    if trial.state == TrialState.WAITING or DUPLICATE_OF in trial.user_attrs or PROXY_DROPPED in trial.user_attrs:
         return False
     return not (trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") in (_INTERRUPTED, _DUPLICATE))
 
