@@ -3,8 +3,9 @@
 For every setting (sampler x scheduler x eta) and seed, :func:`nas.bench.simulator.simulate` replays
 one search; the runs of a setting are summarised by the normalised hypervolume at fractions of the
 budget (median and quartiles over seeds) and by the simulated time to reach a target (the given
-fraction of the table's true-front hypervolume, and the final hypervolume of plain random search
-without early stopping when that setting is part of the comparison). Runs are spread over worker
+fraction of the table's true-front hypervolume; the final hypervolume of plain random search
+without early stopping when that setting is part of the comparison; and the best median final
+hypervolume of the settings without a proxy rung, "best@B"). Runs are spread over worker
 processes; every run is deterministic for its seed, so the figures do not depend on how many.
 """
 
@@ -37,6 +38,7 @@ class SettingSummary:
     time_to_fraction: tuple[float, float, float] = (math.inf, math.inf, math.inf)
     reached_fraction: int = 0
     time_to_baseline: tuple[float, float, float] | None = None
+    time_to_best: tuple[float, float, float] = (math.inf, math.inf, math.inf)
     fallback_share: float = 0.0
 
     @property
@@ -57,6 +59,7 @@ class Comparison:
     true_hypervolume: float
     baseline_final: float | None
     summaries: list[SettingSummary]
+    best_final: float = 0.0  # the best median final hypervolume of the settings without a proxy rung
 
     def best(self) -> SettingSummary:
         """The setting with the highest median final hypervolume (then the fastest to the target)."""
@@ -146,11 +149,16 @@ def compare(
                      if (s.sampler, s.scheduler, s.proxy) == (*BASELINE, "none")), None)
     baseline_final = float(np.median([r.final_hypervolume for r in baseline])) if baseline else None
     summaries = [_summarise(s, r, fraction * truth, baseline_final) for s, r in zip(settings, by_setting, strict=True)]
+    plain = [s for s in summaries if s.settings.proxy == "none"] or summaries
+    best_final = max(s.checkpoints[1.0][1] for s in plain)
+    for summary in summaries:
+        summary.time_to_best = _quartiles([r.time_to_reach(best_final) for r in summary.runs])
     for summary in summaries:
         say(f"{table.space}: {summary.label} median final {summary.checkpoints[1.0][1]:.4f}")
     first = settings[0]
     return Comparison(table=table.space, budget=first.budget, workers=first.workers, seeds=seeds, fraction=fraction,
-                      true_hypervolume=truth, baseline_final=baseline_final, summaries=summaries)
+                      true_hypervolume=truth, baseline_final=baseline_final, summaries=summaries,
+                      best_final=best_final)
 
 
 def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
@@ -200,11 +208,13 @@ def render(comparison: Comparison, *, markdown: bool = False) -> str:
         f"{comparison.true_hypervolume:.4f}, target {comparison.fraction:g} x true = "
         f"{comparison.fraction * comparison.true_hypervolume:.4f}"
         + (f"; random/none final median {comparison.baseline_final:.4f}" if comparison.baseline_final else "")
+        + f"; best@B (best median final without a proxy) {comparison.best_final:.4f}"
     )
     columns = ["setting", *(f"HV @ {c:g} B" for c in CHECKPOINTS), "reached target", "time to target",
-               "time to random@B", "fallback"]
+               "time to random@B", "time to best@B", "fallback"]
     rows = [[s.label, *(cell(s.checkpoints[c]) for c in CHECKPOINTS), f"{s.reached_fraction}/{len(s.runs)}",
-             seconds(s.time_to_fraction), seconds(s.time_to_baseline), f"{s.fallback_share:.1%}"]
+             seconds(s.time_to_fraction), seconds(s.time_to_baseline), seconds(s.time_to_best),
+             f"{s.fallback_share:.1%}"]
             for s in comparison.summaries]
     if markdown:
         lines = [f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -220,13 +230,14 @@ def to_dict(comparison: Comparison) -> dict[str, Any]:
     return {
         "table": comparison.table, "budget": comparison.budget, "workers": comparison.workers,
         "seeds": comparison.seeds, "fraction": comparison.fraction, "true_hypervolume": comparison.true_hypervolume,
-        "baseline_final": comparison.baseline_final,
+        "baseline_final": comparison.baseline_final, "best_final": comparison.best_final,
         "settings": [{
             "label": s.label, "sampler": s.settings.sampler, "scheduler": s.settings.scheduler,
             "eta": s.settings.reduction_factor, "proxy": s.settings.proxy, "proxy_rule": s.settings.proxy_rule,
             "checkpoints": {str(c): list(q) for c, q in s.checkpoints.items()},
             "time_to_fraction": list(s.time_to_fraction), "reached_fraction": s.reached_fraction,
             "time_to_baseline": list(s.time_to_baseline) if s.time_to_baseline else None,
+            "time_to_best": list(s.time_to_best),
             "fallback_share": s.fallback_share,
             "finals": [r.final_hypervolume for r in s.runs],
         } for s in comparison.summaries],
