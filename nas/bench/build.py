@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 from typing import Any
 
+from nas.bench._pool import worker_pool
 from nas.bench.table import DIVERGED, FAILED, TRAINED, LearningCurveTable, TableEntry
 from nas.errors import NasError
 
@@ -218,53 +218,25 @@ def _read_progress(path: Path, header: dict[str, Any]) -> dict[int, dict[str, An
 def _run_workers(space: Any, architectures: list[dict[str, Any]], todo: list[int], seed: int, workers: int,
                  threads: int, path: Path, header: dict[str, Any], done: dict[int, dict[str, Any]],
                  say: Callable[[str], None]) -> None:
-    import multiprocessing
-
     if not path.is_file() or not path.read_text().strip():
         path.write_text(json.dumps(header) + "\n")
     source = space.source_text or ""
-    context = multiprocessing.get_context("spawn")  # no forked copies of torch's or numba's threads
     started = time.monotonic()
     finished = 0
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads,))
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if _in_main_thread() else None
-    try:
-        with open(path, "a", encoding="utf-8") as log:
-            pending = {pool.submit(_train_entry, source, str(space.source_file), i, architectures[i], seed)
-                       for i in todo}
-            while pending:
-                complete, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in complete:
-                    entry = future.result()
-                    done[entry["index"]] = entry
-                    log.write(json.dumps(entry, default=float) + "\n")
-                    log.flush()
-                    os.fsync(log.fileno())
-                    finished += 1
-                    last = entry["rows"][-1] if entry["rows"] else {}
-                    rate = (time.monotonic() - started) / finished
-                    acc, energy = last.get("val_acc", float("nan")), last.get("energy_uj", float("nan"))
-                    say(f"[{len(done)}/{len(architectures)}] #{entry['index']} {entry['status']}: val_acc {acc:.3f}, "
-                        f"energy_uj {energy:.3g}; ~{rate * len(pending) / 60:.0f} min left")
-    except BaseException:
-        # Ctrl-C, SIGTERM or an error: ProcessPoolExecutor's workers outlive their parent and would go
-        # on training for nobody (seen: orphans of a killed build trained for an hour), so stop them.
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+    with worker_pool(workers, _init_worker, (threads,)) as pool, open(path, "a", encoding="utf-8") as log:
+        pending = {pool.submit(_train_entry, source, str(space.source_file), i, architectures[i], seed)
+                   for i in todo}
+        while pending:
+            complete, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in complete:
+                entry = future.result()
+                done[entry["index"]] = entry
+                log.write(json.dumps(entry, default=float) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+                finished += 1
+                last = entry["rows"][-1] if entry["rows"] else {}
+                rate = (time.monotonic() - started) / finished
+                acc, energy = last.get("val_acc", float("nan")), last.get("energy_uj", float("nan"))
+                say(f"[{len(done)}/{len(architectures)}] #{entry['index']} {entry['status']}: val_acc {acc:.3f}, "
+                    f"energy_uj {energy:.3g}; ~{rate * len(pending) / 60:.0f} min left")

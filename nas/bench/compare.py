@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from nas.bench._pool import worker_pool
 from nas.bench.simulator import SimulationRun, SimulationSettings, cost_column, simulate, true_front_hypervolume
 from nas.bench.table import LearningCurveTable
 from nas.bench.table_space import TableSpace
@@ -137,10 +137,7 @@ def compare(
     truth = true_front_hypervolume(space)
     jobs = [replace(s, seed=seed) for s in settings for seed in range(seeds)]
     if processes > 1:
-        import multiprocessing
-
-        with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_load, initargs=(table, truth, proxy_scores)) as pool:
+        with worker_pool(processes, _load, (table, truth, proxy_scores)) as pool:
             runs = list(pool.map(_run, jobs, chunksize=max(1, seeds // 4)))
     else:
         runs = [simulate(space, job, true_hypervolume=truth, proxy_scores=proxy_scores) for job in jobs]
