@@ -119,6 +119,7 @@ def _print_result(result: SearchResult, root: str) -> int:
     import signal
 
     from nas.search.controller import EXIT_TIME_BUDGET
+    from nas.search.records import count_trials
     from nas.search.summary import front_rows, render_front
 
     rows = front_rows(result.records, result.objectives)
@@ -132,6 +133,7 @@ def _print_result(result: SearchResult, root: str) -> int:
     if result.space_exhausted:
         print(f"search {result.name}: every architecture of the space has been tried; the search ended early")
     done = f"{result.trials_done} of {result.trials} trials"
+    print(f"trials: {count_trials(result.records).text()}")
     resume = f"nas resume {result.name} --root {root}"
     print(f"browse it: nas ui --root {root}   |   nas pareto {result.name} --root {root}")
     if result.interrupted:

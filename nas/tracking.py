@@ -8,12 +8,14 @@ tracking store never sees concurrent writers (Ray workers never talk to MLflow).
   the space file as an artifact.
 - child run ``trial-<n>`` per Optuna trial number: tags ``mlflow.parentRunId``, ``nas.role=trial``,
   ``nas.trial_number``, ``nas.state`` (running / complete / pruned / failed / interrupted, ``nas.fail_reason``),
-  ``pareto`` (true / false) and ``pareto_rank`` on complete trials; the architecture params as
+  ``pareto`` (true / false) and ``pareto_rank`` on complete trials; run status FINISHED for complete and
+  pruned trials, FAILED for failed ones, KILLED for interrupted ones; the architecture params as
   params, the trial's attributes (family, space file and hash, energy profile, counting policy,
   ...) as ``nas.<key>`` params and tags; per-epoch metrics under the project's metric names.
 - parent metrics stepped by the number of complete trials: ``hypervolume`` (normalised to the
   reference box, 0..1), ``hypervolume_raw``, ``front_size``, ``best_val_acc``, ``min_energy_uj``,
-  ``trials_complete`` / ``_pruned`` / ``_failed``; the reference point as ``nas.reference.<objective>``
+  ``trials_complete`` / ``_pruned`` / ``_failed`` / ``_interrupted`` / ``_duplicate`` (``count_trials``,
+  the numbers ``nas status`` and ``nas report`` show); the reference point as ``nas.reference.<objective>``
   tags on the parent run; artifacts
   ``pareto.html``, ``pareto.png``, ``pareto.csv``, ``hypervolume.html`` refreshed at most every
   ``refresh_seconds``, drawn in a helper process (``nas.dashboards.renderer``).
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from nas._urls import mask_urls_in
 from nas.dashboards.renderer import FrontRenderer
 from nas.errors import NasError
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord
+from nas.search.records import COMPLETE, FAIL, INTERRUPTED, METRICS, PRUNED, TrialRecord, count_trials
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
@@ -61,10 +63,12 @@ _PARAM_VALUE_MAX = 6000  # MLflow 3 limit on a param value
 _TAG_VALUE_MAX = 8000
 _BATCH_PARAMS = 100  # log_batch accepts at most 100 params per call
 
-INTERRUPTED = "interrupted"  # the fail reason of a trial cut off by a stop; it runs again on resume
+# How each outcome (nas.search.records.OUTCOMES) shows in MLflow: the tag nas.state and the run status.
+# A pruned trial ended as planned (the scheduler stopped it early), so it is FINISHED, not a red cross;
+# only failures are FAILED, and interrupted trials (they run again on resume) KILLED.
 _STATES = {
     "complete": ("complete", "FINISHED"),
-    "pruned": ("pruned", "KILLED"),
+    "pruned": ("pruned", "FINISHED"),
     "failed": ("failed", "FAILED"),
     "fail": ("failed", "FAILED"),
 }
@@ -384,7 +388,7 @@ class MlflowTracker:
     def trial_finished(
         self, number: int, state: str, *, reason: str | None = None, final_metrics: dict | None = None
     ) -> None:
-        """Record how a trial ended: ``complete`` (FINISHED), ``pruned`` (KILLED) or ``failed`` (FAILED).
+        """Record how a trial ended: ``complete`` (FINISHED), ``pruned`` (FINISHED) or ``failed`` (FAILED).
 
         Optuna's state names (COMPLETE, PRUNED, FAIL) are accepted too. A failed trial whose reason is
         ``interrupted`` (cut off by Ctrl-C, SIGTERM, the time budget or a killed controller; it runs
@@ -474,9 +478,8 @@ class MlflowTracker:
                 values = {
                     "hypervolume_raw": volume,
                     "front_size": float(sum(1 for k in ranks.values() if k == 0)),
-                    "trials_complete": float(count),
-                    "trials_pruned": float(sum(1 for r in records if r.state == PRUNED)),
-                    "trials_failed": float(sum(1 for r in records if r.state == FAIL)),
+                    **{f"trials_{k}": float(v) for k, v in count_trials(records).as_dict().items()
+                       if k not in ("running", "waiting")},
                 }
                 accs = [v for v in (_metric_of(r, "val_acc") for r in complete) if v is not None]
                 energies = [v for v in (_metric_of(r, "energy_uj") for r in complete) if v is not None]
@@ -601,12 +604,12 @@ class MlflowTracker:
 
 
 def _metric_items(metrics: Mapping[str, Any], step: int) -> list[Any]:
-    """MLflow metrics of the numeric entries (``epoch`` / ``step`` are the step, not metrics)."""
+    """MLflow metrics of the numeric entries named in ``METRICS`` (Ray's own result keys such as ``pid`` or
+    ``timestamp`` are left out; ``epoch`` is the step, not a metric)."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items()
-            if _is_number(v) and k not in ("epoch", "step")]
+    return [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if _is_number(v) and k in METRICS]
 
 
 def _metric_of(record: TrialRecord, name: str) -> float | None:

@@ -21,7 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from nas.search.pareto import hypervolume_history, normalised_hypervolume, ranks_of
-from nas.search.records import COMPLETE, DUPLICATE, PRUNED, TrialRecord, completion_order
+from nas.search.records import COMPLETE, DUPLICATE, PRUNED, TrialRecord, completion_order, outcome_of
 
 _SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon", "pentagon"]
 _MPL_MARKERS = ["o", "s", "D", "^", "P", "X", "*", "h", "p"]
@@ -76,9 +76,10 @@ def trial_rows(
 ) -> list[dict[str, Any]]:
     """One dict per trial (ordered by number) with what every view shows; duplicates (never trained) left out.
 
-    Keys: ``number``, ``state``, ``values`` ({objective: value}: final values of complete trials,
-    last-epoch values of pruned ones, empty otherwise), ``rank`` (non-dominated rank or None),
-    ``pareto`` (bool), ``feasible``, ``family``, ``time_steps``, ``params``, ``fail_reason``.
+    Keys: ``number``, ``state``, ``outcome`` (``nas.search.records.outcome_of``), ``values`` ({objective:
+    value}: final values of complete trials, last-epoch values of pruned ones, empty otherwise), ``rank``
+    (non-dominated rank or None), ``pareto`` (bool), ``feasible``, ``family``, ``time_steps``, ``params``,
+    ``fail_reason``.
     ``ranks``: the result of ``ranks_of(records, objectives)`` when the caller has it already.
     Every view below accepts these rows as ``rows=`` so that one refresh sorts the study once.
     """
@@ -101,6 +102,7 @@ def trial_rows(
             {
                 "number": r.number,
                 "state": r.state,
+                "outcome": outcome_of(r),
                 "values": values,
                 "rank": rank,
                 "pareto": rank == 0,
@@ -115,7 +117,7 @@ def trial_rows(
 
 
 def _hover(row: Mapping[str, Any], names: Sequence[str]) -> str:
-    head = f"<b>trial {row['number']}</b> ({row['state'].lower()}"
+    head = f"<b>trial {row['number']}</b> ({row['outcome']}"
     head += ", Pareto front)" if row["pareto"] else (f", rank {row['rank']})" if row["rank"] is not None else ")")
     lines = [head]
     lines.append(f"family {row['family'] or '-'} · T={row['time_steps'] if row['time_steps'] is not None else '-'}")

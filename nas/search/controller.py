@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from nas.errors import NasError
 from nas.search import store
 from nas.search.choices import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLERS, SCHEDULERS
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from_study
+from nas.search.records import COMPLETE, FAIL, METRICS, PRUNED, TrialRecord, records_from_study
 from nas.search.reference import BASIS as REFERENCE_BASIS
 
 log = logging.getLogger(__name__)
@@ -365,8 +365,7 @@ def _space_reference(space: Any, data_src: str | None) -> dict[str, float]:
                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
 
-REPORTED_METRICS = ("val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps", "train_loss",
-                    "epoch_seconds")
+REPORTED_METRICS = tuple(m for m in METRICS if m != "lr")  # what an objective or constraint may name
 
 
 def _check_metrics(space: Any) -> None:
@@ -724,8 +723,7 @@ class _Bookkeeper:
         self._notify_now("update_front", records, reference=reference, history=values, force=force)
 
 
-_TRACKED_METRICS = ("epoch", "train_loss", "val_acc", "energy_uj", "sops", "macs", "firing_rate", "params",
-                    "time_steps", "epoch_seconds", "lr")
+_TRACKED_METRICS = ("epoch", *METRICS)
 
 
 def _error_reason(trial: Any) -> str:

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord
+from nas.search.records import COMPLETE, INTERRUPTED, TrialRecord, outcome_of
 
 
 class LiveView:
@@ -53,7 +53,7 @@ class LiveView:
                        final_metrics: dict | None = None) -> None:
         """A trial ended (complete, pruned or failed); an interrupted one runs again and is not counted."""
         self.running.discard(number)
-        if reason == "interrupted":
+        if reason == INTERRUPTED:
             self._outcomes.pop(number, None)
             state = "interrupted"
             reason = None
@@ -87,13 +87,10 @@ class LiveView:
         # The study may be ahead of the trial_finished events still queued: keyed by trial number,
         # a trial counts once whichever arrives first.
         for r in records:
-            if r.state == COMPLETE:
-                self._outcomes[r.number] = "complete"
-            elif r.state == PRUNED:
-                self._outcomes[r.number] = "pruned"
-            elif r.state == FAIL and r.fail_reason != "interrupted":
-                self._outcomes[r.number] = "failed"
-            elif r.state == FAIL:  # interrupted trials run again
+            outcome = outcome_of(r)
+            if outcome in ("complete", "pruned", "failed"):
+                self._outcomes[r.number] = outcome
+            else:  # interrupted trials run again; duplicates were never trained
                 self._outcomes.pop(r.number, None)
         self._refresh()
 

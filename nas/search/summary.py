@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from nas.search.records import COMPLETE, TrialRecord
+from nas.search.records import COMPLETE, TrialRecord, count_trials
 
 FRONT_COLUMNS = ("trial", "family", "val_acc", "energy_uj", "sops", "time_steps", "params")
 
@@ -45,9 +46,6 @@ def _cell(value: Any) -> str:
 
 def render_front(rows: list[dict[str, Any]], title: str = "Pareto front") -> str:
     """The front as a text table (rich), key architecture params in the last column."""
-    from io import StringIO
-
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -56,24 +54,22 @@ def render_front(rows: list[dict[str, Any]], title: str = "Pareto front") -> str
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in (*FRONT_COLUMNS, *extra, "architecture")))
-    buffer = StringIO()
-    Console(file=buffer, width=160).print(table)
-    return buffer.getvalue()
+    return _printed(table)
 
 
 def status_row(name: str, records: list[TrialRecord], options: dict[str, Any],
                hypervolume: float | None = None) -> dict[str, Any]:
-    """One line of ``nas status``: counts by state, the best values and the normalised hypervolume."""
+    """One line of ``nas status``: trials done of the budget, counts by outcome (``count_trials``), the best
+    values and the normalised hypervolume."""
     complete = [r for r in records if r.state == COMPLETE and r.values]
     accs = [r.values.get("val_acc") for r in complete if r.values.get("val_acc") is not None]
     energies = [r.values.get("energy_uj") for r in complete if r.values.get("energy_uj") is not None]
+    counts = count_trials(records)
     return {
         "search": name,
-        "space": options.get("space", "-"),
-        "trials": f"{len(complete)}/{options.get('trials', '?')}",
-        "pruned": sum(r.state == "PRUNED" for r in records),
-        "failed": sum(r.state == "FAIL" and r.fail_reason != "interrupted" for r in records),
-        "running": sum(r.state == "RUNNING" for r in records),
+        "space": Path(str(options.get("space", "-"))).name,
+        "done": f"{counts.done}/{options.get('trials', '?')}",
+        **{k: v for k, v in counts.as_dict().items() if k != "waiting"},
         "best_val_acc": max(accs) if accs else None,
         "min_energy_uj": min(energies) if energies else None,
         "hypervolume": hypervolume,
@@ -83,9 +79,6 @@ def status_row(name: str, records: list[TrialRecord], options: dict[str, Any],
 
 def render_rows(rows: list[dict[str, Any]], title: str) -> str:
     """Any list of flat dicts as a text table."""
-    from io import StringIO
-
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -94,6 +87,27 @@ def render_rows(rows: list[dict[str, Any]], title: str) -> str:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
+    return _printed(table)
+
+
+def table_width() -> int:
+    """Columns for the CLI's tables: the terminal's width, ``$COLUMNS``, or 160 when output is not a terminal."""
+    import os
+    import shutil
+    import sys
+
+    if os.environ.get("COLUMNS", "").isdigit():
+        return max(40, int(os.environ["COLUMNS"]))
+    if sys.stdout.isatty():
+        return max(40, shutil.get_terminal_size().columns)
+    return 160
+
+
+def _printed(table: Any) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+
     buffer = StringIO()
-    Console(file=buffer, width=160).print(table)
+    Console(file=buffer, width=table_width()).print(table)
     return buffer.getvalue()
