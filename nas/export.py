@@ -35,9 +35,10 @@ from torch import nn
 
 from nas._paths import check_writable
 from nas.errors import NasError
+from nas.search.choices import EXPORT_FORMATS
 from nas.search.records import COMPLETE, TrialRecord
 
-FORMATS = ("torchscript", "state_dict", "onnx")
+FORMATS = EXPORT_FORMATS
 FORMAT_VERSION = 1
 ARCH_FILE = "arch.json"
 CARD_FILE = "MODEL_CARD.md"
@@ -68,6 +69,7 @@ class ExportOptions:
     register: bool = False
     force: bool = False
     storage: str | None = None
+    tracking_uri: str | None = None
 
     def validate(self) -> None:
         """One clear error for option values that cannot work."""
@@ -171,12 +173,13 @@ def export_search(options: ExportOptions) -> list[ExportedModel]:
     for a trial) raises ``NasError`` before anything is written.
     """
     from nas.search.pareto import ranks_of
-    from nas.search.store import open_search
+    from nas.search.store import default_tracking_uri, open_search
     from nas.search.weights import trial_weights_path
     from nas.space import load_space
+    from nas.tracking import adopt_run_folder
 
     options.validate()
-    handle = open_search(options.root, options.name, storage=options.storage)
+    handle = open_search(options.root, options.name, storage=options.storage, tracking_uri=options.tracking_uri)
     records = handle.records
     chosen = select_trials(records, handle.objectives, search=handle.name, pareto=options.pareto,
                            knee=options.knee, trials=options.trials)
@@ -194,6 +197,8 @@ def export_search(options: ExportOptions) -> list[ExportedModel]:
             raise NasError(f"{target} exists and is not a folder")
         if target.is_dir() and any(target.iterdir()) and not options.force:
             raise NasError(f"{target} exists and is not empty; pass --force to replace it")
+    if options.register and handle.tracking_uri == default_tracking_uri(handle.root):
+        adopt_run_folder(handle.root)  # a copied run folder registers its own artifacts, not the original's
     run_ids = _run_ids(handle, chosen, required=options.register)
     space = load_space(handle.space_file, check_samples=0)
     ranks = ranks_of(records, handle.objectives)

@@ -265,8 +265,8 @@ def prepare_search(options: SearchOptions,
             "trials": trials,
             "epochs": epochs,
             "dataset": dataset,
-            "storage": store.mask(storage_url),
-            "tracking_uri": store.mask(tracking_uri),
+            "storage": store.portable_url(store.mask(storage_url), root),
+            "tracking_uri": store.portable_url(store.mask(tracking_uri), root),
             "objectives": dict(space.objectives),
             "space_hash": space.source_hash,
             "resume": False,
@@ -388,11 +388,14 @@ def _merge_saved(options: SearchOptions, saved: dict[str, Any]) -> SearchOptions
     merged.yes = options.yes
     if options.address:
         merged.address = options.address
-    merged.storage = options.storage or store.resolve_storage_url(saved)
+    merged.root = options.root  # where the run folder is now, not where it was launched
+    merged.storage = options.storage or store.resolve_storage_url(saved, root=options.root)
     if options.tracking_uri:
         merged.tracking_uri = options.tracking_uri
     elif saved.get("tracking_uri") and "***" in saved["tracking_uri"]:
         raise NasError(f"search {options.name!r} logs to a password-protected MLflow server; pass --tracking-uri")
+    elif merged.tracking_uri:
+        merged.tracking_uri = store.located_url(merged.tracking_uri, options.root)
     merged.space = str(Path(saved.get("space", "")))
     return merged
 
