@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from nas.search.pareto import hypervolume_history, normalised_hypervolume, ranks_of
+from nas.search.pareto import hypervolume_history, knee_index, normalised_hypervolume, ranks_of
 from nas.search.records import COMPLETE, DUPLICATE, PRUNED, TrialRecord, completion_order, outcome_of
 
 _SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon", "pentagon"]
@@ -216,6 +216,24 @@ def pareto_figure(
                 customdata=[r["number"] for r in front],
             )
         )
+    knee = knee_row(front, objectives)
+    if knee is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[knee["values"][x]],
+                y=yvals([knee]),
+                mode="markers+text",
+                name=f"knee (#{knee['number']}): the best trade-off",
+                marker={"color": "rgba(0,0,0,0)", "symbol": "star-open", "size": 26,
+                        "line": {"color": "#d62728", "width": 2.5}},
+                text=["knee"],
+                textposition="bottom center",
+                textfont={"color": "#d62728"},
+                hovertext=[_hover(knee, names)],
+                hoverinfo="text",
+                customdata=[knee["number"]],
+            )
+        )
     arrow = {"max": "higher is better", "min": "lower is better"}
     fig.update_layout(
         title=title or f"Pareto front: {y or 'trial'} vs {x}",
@@ -226,6 +244,16 @@ def pareto_figure(
         legend={"groupclick": "toggleitem"},
     )
     return fig
+
+
+def knee_row(front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> Mapping[str, Any] | None:
+    """The front's knee among rows of ``trial_rows`` (``nas.search.pareto.knee_index``), or None for no front."""
+    names = list(objectives)
+    front = [r for r in front if all(n in r["values"] for n in names)]
+    if not front:
+        return None
+    points = np.asarray([[float(r["values"][n]) for n in names] for r in front], dtype=float)
+    return front[knee_index(points, list(objectives.values()))]
 
 
 def pareto_csv(
@@ -470,6 +498,9 @@ def _first(row: Mapping[str, Any], keys: Sequence[str]) -> Any:
     return None
 
 
+LAYERS_SHOWN = 12  # layers per trial in the energy-share panel; the rest are summed as "other"
+
+
 def layer_energy_figure(layer_reports: Mapping[int, Sequence[Mapping[str, Any]]], *, title: str | None = None
                         ) -> go.Figure:
     """Per-layer firing rates and energy shares of some trials (usually the front's members).
@@ -478,12 +509,16 @@ def layer_energy_figure(layer_reports: Mapping[int, Sequence[Mapping[str, Any]]]
     layer name (``layer`` or ``name``) and may carry ``firing_rate`` (spiking layers) and an
     energy (``energy_share`` or ``share`` in 0..1, or ``energy_uj`` / ``energy_pj`` / ``energy``, turned into a
     share of the trial's total). Layers without a firing rate (MAC-counted) are left out of the
-    firing-rate panel only. The rows of ``nas.energy.EnergyReport.to_dict()["per_layer"]`` fit as they are.
+    firing-rate panel only; when no layer has one, the panel says so. The share panel lists each trial's
+    ``LAYERS_SHOWN`` costliest layers, costliest first, and sums the rest as "other". The legend names
+    the trials. The rows of ``nas.energy.EnergyReport.to_dict()["per_layer"]`` fit as they are.
     """
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("firing rate per layer", "share of the energy per layer"),
                         horizontal_spacing=0.12)
+    any_rate = False
+    shown_layers = 0
     for i, number in enumerate(sorted(layer_reports)):
         colour = _COLOURS[i % len(_COLOURS)]  # one colour per trial in both panels
         rows = list(layer_reports[number])
@@ -492,9 +527,10 @@ def layer_energy_figure(layer_reports: Mapping[int, Sequence[Mapping[str, Any]]]
             raise ValueError(f"layer report of trial {number}: every row needs a 'layer' or 'name' key")
         fr = [(n, float(r["firing_rate"])) for n, r in zip(names, rows, strict=True) if r.get("firing_rate") is not None
               ]
+        any_rate = any_rate or bool(fr)
         fig.add_trace(
             go.Bar(x=[n for n, _ in fr], y=[v for _, v in fr], name=f"trial {number}", legendgroup=str(number),
-                   marker_color=colour),
+                   marker_color=colour, showlegend=False),
             row=1,
             col=1,
         )
@@ -505,16 +541,26 @@ def layer_energy_figure(layer_reports: Mapping[int, Sequence[Mapping[str, Any]]]
             energies = [float(_first(r, _ENERGY_KEYS) or 0.0) for r in rows]
             total = sum(energies)
             shares = [e / total if total > 0 else 0.0 for e in energies]
+        ranked = sorted(zip(names, shares, strict=True), key=lambda item: -item[1])
+        top, rest = ranked[:LAYERS_SHOWN], ranked[LAYERS_SHOWN:]
+        if rest:
+            top.append((f"other ({len(rest)} layers)", sum(share for _, share in rest)))
+        shown_layers = max(shown_layers, len(top))
         fig.add_trace(
-            go.Bar(x=shares, y=names, orientation="h", name=f"trial {number}", legendgroup=str(number),
-                   showlegend=False, marker_color=colour),
+            go.Bar(x=[share for _, share in top], y=[name for name, _ in top], orientation="h", name=f"trial {number}",
+                   legendgroup=str(number), marker_color=colour),
             row=1,
             col=2,
         )
+    if layer_reports and not any_rate:
+        fig.add_annotation(text="no layer of these trials reports a firing rate:<br>every layer is MAC-counted "
+                                "(real-valued inputs),<br>so there are no spikes to count",
+                           xref="x domain", yref="y domain", x=0.5, y=0.5, showarrow=False, row=1, col=1)
     fig.update_layout(title=title or "Firing rates and energy shares of the front's members", barmode="group",
-                      template="plotly_white", height=450 + 12 * max((len(v) for v in layer_reports.values()),
-                                                                    default=0))
+                      template="plotly_white", height=450 + 14 * shown_layers * max(1, len(layer_reports)),
+                      legend_title_text="trial")
     fig.update_xaxes(tickformat=".0%", row=1, col=2)
+    fig.update_yaxes(autorange="reversed", row=1, col=2)  # costliest layer on top
     return fig
 
 
@@ -527,22 +573,25 @@ def write_front_artifacts(
     title: str,
     ranks: Mapping[int, int] | None = None,
     history: Sequence[float] | None = None,
+    interactive: bool = True,
 ) -> list[Path]:
-    """Write the front's files of a search into ``folder``: ``pareto.html`` (plotly inlined),
-    ``pareto.png``, ``pareto.csv`` and ``hypervolume.html``; returns their paths.
+    """Write the front's files of a search into ``folder``: ``pareto.png``, ``pareto.csv`` and, when
+    ``interactive``, ``pareto.html`` and ``hypervolume.html`` (plotly inlined); returns their paths.
 
-    The study is ranked once for all four (``ranks`` if the caller has them);
-    ``history`` as in ``hypervolume_figure``.
+    The study is ranked once for all (``ranks`` if the caller has them); ``history`` as in
+    ``hypervolume_figure``.
     """
     folder = Path(folder)
     rows = trial_rows(records, objectives, ranks=ranks)
-    out = [folder / "pareto.html", folder / "pareto.png", folder / "pareto.csv", folder / "hypervolume.html"]
-    pareto_figure(records, objectives=objectives, title=title, rows=rows).write_html(
-        out[0], include_plotlyjs=True, full_html=True
-    )
-    pareto_png(records, objectives=objectives, path=out[1], title=title, rows=rows)
-    out[2].write_text(pareto_csv(records, objectives=objectives, rows=rows))
-    hypervolume_figure(records, objectives=objectives, reference=reference, history=history).write_html(
-        out[3], include_plotlyjs=True, full_html=True
-    )
+    out = [folder / "pareto.png", folder / "pareto.csv"]
+    pareto_png(records, objectives=objectives, path=out[0], title=title, rows=rows)
+    out[1].write_text(pareto_csv(records, objectives=objectives, rows=rows))
+    if interactive:
+        out += [folder / "pareto.html", folder / "hypervolume.html"]
+        pareto_figure(records, objectives=objectives, title=title, rows=rows).write_html(
+            out[2], include_plotlyjs=True, full_html=True
+        )
+        hypervolume_figure(records, objectives=objectives, reference=reference, history=history).write_html(
+            out[3], include_plotlyjs=True, full_html=True
+        )
     return out

@@ -1,4 +1,5 @@
-"""The names a user picks a search's sampler and scheduler by, spelled once (no heavy imports)."""
+"""The names a user picks a search's sampler and scheduler (and an export's formats) by, spelled once (no heavy
+imports)."""
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 DEFAULT_SAMPLER = "tpe"
@@ -9,3 +10,6 @@ DEFAULT_PRIORITY = "nsga2"
 # "moasha" is MOASHA with DEFAULT_PRIORITY; "asha" is Ray's single-metric ASHA on val_acc.
 SCHEDULERS = ("moasha", "moasha-nsga2", "moasha-epsnet", "asha", "none")
 DEFAULT_SCHEDULER = "moasha"
+
+# What ``nas export`` writes per model (``--format``, comma-separated).
+EXPORT_FORMATS = ("torchscript", "state_dict", "onnx")

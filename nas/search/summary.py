@@ -10,13 +10,26 @@ from nas.search.records import COMPLETE, TrialRecord, count_trials
 FRONT_COLUMNS = ("trial", "family", "val_acc", "energy_uj", "sops", "time_steps", "params")
 
 
+def knee_of(front: list[TrialRecord], objectives: dict[str, str]) -> TrialRecord | None:
+    """The knee of a front (``nas.search.pareto.knee_index``), or None for an empty front."""
+    import numpy as np
+
+    from nas.search.pareto import knee_index
+
+    if not front:
+        return None
+    points = np.asarray([[float(r.values[m]) for m in objectives] for r in front], dtype=float)
+    return front[knee_index(points, list(objectives.values()))]
+
+
 def front_rows(records: list[TrialRecord], objectives: dict[str, str]) -> list[dict[str, Any]]:
-    """One row per front member, sorted by the first objective (best first)."""
+    """One row per front member, sorted by the first objective (best first); ``knee`` is True for the knee."""
     from nas.search.pareto import front_of
 
     front = front_of(records, objectives)
     first, mode = next(iter(objectives.items()))
     front.sort(key=lambda r: r.values[first], reverse=(mode == "max"))
+    knee = knee_of(front, objectives)
     rows = []
     for record in front:
         last = record.last_metrics
@@ -31,6 +44,7 @@ def front_rows(records: list[TrialRecord], objectives: dict[str, str]) -> list[d
         }
         for name, value in record.values.items():
             row.setdefault(name, value)
+        row["knee"] = record is knee
         row["architecture"] = dict(record.params)
         rows.append(row)
     return rows
@@ -48,12 +62,15 @@ def render_front(rows: list[dict[str, Any]], title: str = "Pareto front") -> str
     """The front as a text table (rich), key architecture params in the last column."""
     from rich.table import Table
 
-    table = Table(title=title)
-    extra = [k for k in (rows[0] if rows else {}) if k not in FRONT_COLUMNS and k != "architecture"]
+    table = Table(title=title, caption="knee: the front's best trade-off (nas export --knee)" if rows else None)
+    extra = [k for k in (rows[0] if rows else {}) if k not in FRONT_COLUMNS and k not in ("architecture", "knee")]
     for column in (*FRONT_COLUMNS, *extra, "architecture"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in (*FRONT_COLUMNS, *extra, "architecture")))
+        cells = [_cell(row.get(c)) for c in (*FRONT_COLUMNS, *extra, "architecture")]
+        if row.get("knee"):
+            cells[0] += " knee"
+        table.add_row(*cells)
     return _printed(table)
 
 
