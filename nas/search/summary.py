@@ -95,16 +95,29 @@ def status_row(name: str, records: list[TrialRecord], options: dict[str, Any],
 
 
 def render_rows(rows: list[dict[str, Any]], title: str) -> str:
-    """Any list of flat dicts as a text table."""
+    """Any list of flat dicts as a text table; one ``field | value`` block per row when the table would not fit
+    the terminal's width without cutting its cells."""
     from rich.table import Table
 
-    table = Table(title=title)
     columns = list(rows[0]) if rows else []
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    return _printed(table)
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    natural = 1 + sum(3 + max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns))
+    if natural <= table_width() or not rows:
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in cells:
+            table.add_row(*row)
+        return _printed(table)
+    blocks = []
+    for row in cells:
+        table = Table(title=title if not blocks else None, show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for column, value in zip(columns, row, strict=True):
+            table.add_row(column, value)
+        blocks.append(_printed(table))
+    return "".join(blocks)
 
 
 def table_width() -> int:
