@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from nas.search import store
 from nas.search.controller import SearchOptions, SearchResult, prepare_search, run_search
 from nas.search.progress import LiveView
+from nas.search.records import records_from_study
 
 
 def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool | None = None) -> SearchResult:
@@ -45,7 +46,8 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
             resume=prepared.options.resume,
         )
         view = LiveView(prepared.name, total_trials=prepared.trials, objectives=prepared.objectives,
-                        stream=stream or sys.stdout, live=live)
+                        stream=stream or sys.stdout, live=live, root=str(prepared.root), epochs=prepared.epochs,
+                        records=records_from_study(prepared.study))
         try:
             result = run_search(prepared, listeners=[tracker, view])
             status = "FINISHED" if result.finished else "FAILED" if result.error else "KILLED"
