@@ -282,6 +282,24 @@ def _ui(args: argparse.Namespace) -> int:
         ui.stop()
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from nas.dashboards.optuna_dashboard import dashboard_for
+
+    if not 0 < args.port < 65536:
+        raise NasError(f"--port must be in 1..65535, got {args.port}")
+    name = _search_name(args)
+    dashboard = dashboard_for(args.root, name, port=args.port, storage=args.storage)
+    print(f"starting optuna-dashboard for {name} ...", flush=True)
+    url = dashboard.start()
+    try:
+        print(f"optuna-dashboard: {dashboard.url}")
+        print(f"search {name}: {url}")
+        print("Ctrl-C (or SIGTERM) stops it", flush=True)
+        return dashboard.wait()
+    finally:
+        dashboard.stop()
+
+
 # ---------------------------------------------------------------- export (issue 8)
 def _export(args: argparse.Namespace) -> int:
     from nas.export import ExportOptions, export_search, parse_formats
@@ -531,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store to serve (default: the run folder's SQLite)")
     p.set_defaults(handler=_ui)
+
+    p = sub.add_parser("dashboard", help="optuna-dashboard for a search on 127.0.0.1")
+    p.add_argument("name", nargs="?", help=_NAME_HELP)
+    _add_reading_options(p, tracking=False)
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    p.set_defaults(handler=_dashboard)
 
     p = sub.add_parser("export", help="export winning architectures")
     p.add_argument("name", nargs="?", help=_NAME_HELP)
