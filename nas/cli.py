@@ -262,7 +262,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     from nas.search.store import check_root, list_search_names
-    from nas.tracking import MlflowUi, find_parent_run, run_url
+    from nas.tracking import CHART_VIEW, FRONT_VIEW, MlflowUi, experiment_url, find_parent_run, run_url, view_link
 
     if not 0 < args.port < 65536:
         raise NasError(f"--port must be in 1..65535, got {args.port}")
@@ -276,6 +276,9 @@ def _ui(args: argparse.Namespace) -> int:
         found = find_parent_run(ui.tracking_uri, names[-1]) if names else None  # the newest search
         if found:
             print(f"search {names[-1]}: {run_url(url, *found)}")
+            print(f"  its runs: {experiment_url(url, found[0])}")
+            print(f"  its Pareto front: {url}/{view_link(found[0], FRONT_VIEW)}")
+            print(f"  its objectives chart: {url}/{view_link(found[0], CHART_VIEW)}")
         print("Ctrl-C (or SIGTERM) stops it", flush=True)
         return ui.wait()
     finally:

@@ -66,6 +66,11 @@ HTTP_TIMEOUT_S = "30"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 FRONT_FILTER = "tags.pareto = 'true'"  # the MLflow search filter of a search's front members
+COMPLETE_FILTER = "tags.`nas.state` = 'complete'"
+# Saved views of the runs table (shared views of MLflow's UI), linked from the experiment's description.
+FRONT_VIEW = "nas-front"
+CHART_VIEW = "nas-chart"
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
 
 _PARAM_VALUE_MAX = 6000  # MLflow 3 limit on a param value
 _TAG_VALUE_MAX = 8000
@@ -168,6 +173,7 @@ class MlflowTracker:
         self._last_refresh = -math.inf
         self._pending: tuple[list[TrialRecord], dict[str, float], list[float]] | None = None
         self._reference_logged: dict[str, float] | None = None
+        self._view_params: list[str] | None = None  # architecture params the saved views show
 
     # ------------------------------------------------------------ properties
     @property
@@ -299,13 +305,14 @@ class MlflowTracker:
             else:
                 run = client.create_run(self._experiment_id, run_name=self.search_name,
                                         tags={"nas.search": self.search_name, "nas.role": "search",
-                                              "mlflow.note.content": self._note(front_link=True)})
+                                              "mlflow.note.content": self._note(links=True)})
                 self._parent_run_id = run.info.run_id
             items = [Param(k, v) for k, v in text_params.items()]
             for i in range(0, max(len(items), 1), _BATCH_PARAMS):
                 client.log_batch(self._parent_run_id, params=items[i : i + _BATCH_PARAMS],
                                  tags=tags if i == 0 else ())
             client.log_artifact(self._parent_run_id, str(space_file))
+            self._publish_views([])
             return self._parent_run_id
 
     def finish_search(self, status: str = "FINISHED") -> None:
@@ -366,6 +373,7 @@ class MlflowTracker:
                 client.log_batch(run_id, params=items[i : i + _BATCH_PARAMS],
                                  tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else ())
             self._open_children.add(number)
+            self._publish_views([str(k) for k in params])
             return run_id
 
     def search_resumed(self, records: list[TrialRecord], *, attrs: dict[str, Any]) -> None:
@@ -551,17 +559,32 @@ class MlflowTracker:
             raise NasError(f"search name {self.search_name!r} contains a quote, which MLflow filters cannot hold")
         return self.search_name
 
-    def _note(self, *, front_link: bool = False) -> str:
-        """The markdown description of the experiment and of the parent run (with a link to the front's runs)."""
+    def _note(self, *, links: bool = False) -> str:
+        """The markdown description of the experiment and of the parent run (``links``: to the saved views)."""
         objectives = ", ".join(f"{n} ({d})" for n, d in self.objectives.items())
         text = (
             f"nas search **{self.search_name}** ({objectives}). The parent run holds the Pareto front "
             "(artifacts pareto.png, pareto.csv, pareto.html, hypervolume.html); child runs are tagged "
             "pareto=true/false and nas.state (complete, pruned, failed, interrupted)."
         )
-        if front_link:
-            text += f"\n\n[The front's runs, best {next(iter(self.objectives))} first]({front_runs_link(self)})"
+        if links:
+            names = list(self.objectives)
+            text += (f"\n\n[The Pareto front's runs, best {names[0]} first]"
+                     f"({view_link(self.experiment_id, FRONT_VIEW)})")
+            if len(names) >= 2:
+                text += (f" · [{names[0]} against {names[1]}, every complete trial]"
+                         f"({view_link(self.experiment_id, CHART_VIEW)})")
         return text
+
+    def _publish_views(self, param_names: list[str]) -> None:
+        """Write the saved views (``runs_views``) and the experiment's description that links them; again when
+        a trial brings architecture params the views do not show yet."""
+        if self._view_params is not None and set(param_names) <= set(self._view_params):
+            return
+        self._view_params = sorted(set(param_names) | set(self._view_params or []))
+        for key, view in runs_views(self.objectives, self._view_params).items():
+            self._client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + key, json.dumps(view))
+        self._client.set_experiment_tag(self.experiment_id, "mlflow.note.content", self._note(links=True))
 
     def _search(self, filter_string: str) -> list[Any]:
         runs: list[Any] = []
@@ -689,14 +712,42 @@ def _pip_requirements() -> list[str]:
 
 
 
-def front_runs_link(tracker: MlflowTracker) -> str:
-    """Address, relative to the MLflow UI, of the experiment's runs table filtered to the front's members
-    (``tags.pareto = 'true'``) and sorted by the first objective, best first."""
-    first, direction = next(iter(tracker.objectives.items()))
-    query = urllib.parse.urlencode({"searchFilter": FRONT_FILTER, "orderByKey": f"metrics.`{first}`",
-                                    "orderByAsc": "true" if direction == "min" else "false"},
-                                   quote_via=urllib.parse.quote)
-    return f"#/experiments/{tracker.experiment_id}/runs?{query}"
+def view_link(experiment_id: str, view: str) -> str:
+    """Address, relative to the MLflow UI, of one of a search's saved views (``FRONT_VIEW`` or ``CHART_VIEW``).
+
+    ``workflowType=machine_learning`` switches MLflow 3's UI from GenAI to model training, where an
+    experiment opens on its runs; ``compareRunsMode=CHART`` opens the chart view.
+    """
+    query = {"viewStateShareKey": view, "workflowType": "machine_learning"}
+    if view == CHART_VIEW:
+        query["compareRunsMode"] = "CHART"
+    return f"#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
+
+
+def runs_views(objectives: Mapping[str, str], param_names: list[str]) -> dict[str, dict[str, Any]]:
+    """The saved views of a search's runs table, as MLflow's UI stores a shared view (experiment tag
+    ``mlflow.sharedViewState.<key>``, JSON of its search facets and UI state).
+
+    ``FRONT_VIEW``: the front's members (``tags.pareto = 'true'``), best first objective first, with the
+    objectives and the architecture params as columns. ``CHART_VIEW``: every complete trial in the chart
+    view, one scatter chart of the first objective against the second (val_acc against energy_uj).
+    """
+    names = list(objectives)
+    first, direction = names[0], objectives[names[0]]
+    columns = [f"metrics.`{n}`" for n in names] + [f"params.`{p}`" for p in param_names]
+    sort = {"orderByKey": f"metrics.`{first}`", "orderByAsc": direction == "min"}
+    views: dict[str, dict[str, Any]] = {FRONT_VIEW: {"searchFilter": FRONT_FILTER, **sort, "selectedColumns": columns}}
+    if len(names) >= 2:
+        section = "nas-front"
+        chart = {"uuid": "nas-objectives", "type": "SCATTER", "xaxis": {"key": names[1], "type": "METRIC"},
+                 "yaxis": {"key": first, "type": "METRIC"}, "runsCountToCompare": 1000, "metricSectionId": section,
+                 "deleted": False, "isGenerated": False}
+        views[CHART_VIEW] = {
+            "searchFilter": COMPLETE_FILTER, **sort, "selectedColumns": columns, "compareRunCharts": [chart],
+            "compareRunSections": [{"uuid": section, "name": f"{first} against {names[1]}", "display": True,
+                                    "isReordered": False, "deleted": False, "isGenerated": False}],
+        }
+    return views
 
 
 # ---------------------------------------------------------------- a run folder that was copied or moved
@@ -769,6 +820,11 @@ def find_parent_run(tracking_uri: str, search_name: str) -> tuple[str, str] | No
 def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
     """Address of a run's page in the MLflow UI."""
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def experiment_url(base_url: str, experiment_id: str) -> str:
+    """Address of an experiment's runs table in the MLflow UI, in its model-training mode (not GenAI)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 class MlflowUi:
