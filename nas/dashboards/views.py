@@ -195,6 +195,24 @@ def pareto_figure(
             )
         )
     front = sorted((r for r in complete if r["pareto"]), key=lambda r: r["values"][x])
+    knee = knee_row(front, objectives)  # drawn under the front, whose trace stays the last one
+    if knee is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[knee["values"][x]],
+                y=yvals([knee]),
+                mode="markers+text",
+                name=f"knee (#{knee['number']}): the best trade-off",
+                marker={"color": "rgba(0,0,0,0)", "symbol": "star-open", "size": 26,
+                        "line": {"color": "#d62728", "width": 2.5}},
+                text=["knee"],
+                textposition="bottom center",
+                textfont={"color": "#d62728"},
+                hovertext=[_hover(knee, names)],
+                hoverinfo="text",
+                customdata=[knee["number"]],
+            )
+        )
     if front:
         fig.add_trace(
             go.Scatter(
@@ -214,24 +232,6 @@ def pareto_figure(
                 hovertext=[_hover(r, names) for r in front],
                 hoverinfo="text",
                 customdata=[r["number"] for r in front],
-            )
-        )
-    knee = knee_row(front, objectives)
-    if knee is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[knee["values"][x]],
-                y=yvals([knee]),
-                mode="markers+text",
-                name=f"knee (#{knee['number']}): the best trade-off",
-                marker={"color": "rgba(0,0,0,0)", "symbol": "star-open", "size": 26,
-                        "line": {"color": "#d62728", "width": 2.5}},
-                text=["knee"],
-                textposition="bottom center",
-                textfont={"color": "#d62728"},
-                hovertext=[_hover(knee, names)],
-                hoverinfo="text",
-                customdata=[knee["number"]],
             )
         )
     arrow = {"max": "higher is better", "min": "lower is better"}
