@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from nas.errors import NasError
@@ -95,6 +95,7 @@ def _energy(args: argparse.Namespace) -> int:
         print("nas: warning: random weights (BatchNorm statistics calibrated on random images); firing rates and "
               "SOPs of untrained weights are not meaningful, use --checkpoint for trained ones", file=sys.stderr)
         calibrate_norms(model, random_images)
+    _progress_printer()(f"measuring {args.model} on {len(images)} image(s) at {size}x{size} ...")
     try:
         report = measure(model, images, profile)
     except (MemoryError, RuntimeError) as error:
@@ -135,7 +136,8 @@ def _print_result(result: SearchResult, root: str) -> int:
     done = f"{result.trials_done} of {result.trials} trials"
     print(f"trials: {count_trials(result.records).text()}")
     resume = f"nas resume {result.name} --root {root}"
-    print(f"browse it: nas ui --root {root}   |   nas pareto {result.name} --root {root}")
+    print(f"browse it: nas ui --root {root}   |   nas dashboard {result.name} --root {root}   |   "
+          f"nas pareto {result.name} --root {root}")
     if result.interrupted:
         signum = result.stop_signal or signal.SIGINT
         print(f"search {result.name} interrupted by {signal.Signals(signum).name} after {done} "
@@ -167,6 +169,21 @@ def _resume(args: argparse.Namespace) -> int:
                             tracking_uri=args.tracking_uri, verbose=args.verbose, resume=True,
                             time_budget=args.time_budget)
     return _print_result(launch(options), args.root)
+
+
+def _progress_printer() -> Callable[[str], None]:
+    """Print each step of a long command on stderr with the seconds since it started, for a person at a
+    terminal (stdout stays the result; a pipe or log gets neither the steps nor their noise)."""
+    import time
+
+    started = time.monotonic()
+    if not sys.stderr.isatty():
+        return lambda line: None
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - started:5.1f} s] {line}", file=sys.stderr, flush=True)
+
+    return say
 
 
 def _search_name(args: argparse.Namespace) -> str:
@@ -243,6 +260,8 @@ def _report(args: argparse.Namespace) -> int:
     from nas.search.store import open_search
 
     handle = open_search(args.root, _search_name(args), storage=args.storage)
+    say = _progress_printer()
+    say(f"reading {handle.name} and drawing its report ...")
     records = handle.records
     front = front_of(records, handle.objectives)
     path = write_report(
@@ -313,7 +332,7 @@ def _export(args: argparse.Namespace) -> int:
         out=args.out, retrain_epochs=args.retrain_epochs, formats=parse_formats(args.format),
         register=args.register, force=args.force,
     )
-    exported = export_search(options)
+    exported = export_search(options, progress=_progress_printer())
     print(f"{'trial':>5}  {'rank':>4}  {'weights':<9}  {'val_acc':>7}  {'energy_uj':>9}  {'onnx':<12}  "
           f"{'registry':<24}  folder")
     for e in exported:

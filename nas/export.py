@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,8 +165,11 @@ def select_trials(
 
 
 # ---------------------------------------------------------------- export
-def export_search(options: ExportOptions) -> list[ExportedModel]:
+def export_search(options: ExportOptions, *, progress: Callable[[str], None] | None = None) -> list[ExportedModel]:
     """Export the chosen trials of a search (see the module docstring); returns what was written.
+
+    ``progress`` is told each step as one line (loaders, each trial's model and measurement, the
+    registry), so a caller can show that a long export is moving.
 
     Bad input (unknown search, a trial that does not exist or is not COMPLETE, missing weights, an
     output folder that exists and is not empty without ``force``, ``register`` without an MLflow run
@@ -214,6 +217,8 @@ def export_search(options: ExportOptions) -> list[ExportedModel]:
         "energy_images": space.recipe.energy_images,
         "energy_profile": space.recipe.energy_profile,
     }
+    say = progress or (lambda line: None)
+    say(f"loading {dataset} for {len(chosen)} model(s) ...")
     train_loader, val_loader, info = _loaders(space.recipe, settings)
 
     created_out = not out.exists()
@@ -225,8 +230,11 @@ def export_search(options: ExportOptions) -> list[ExportedModel]:
         for record in chosen:
             tmp = Path(tempfile.mkdtemp(prefix=f".{targets[record.number].name}.", dir=out))
             staged.append((tmp, targets[record.number]))
+            say(f"trial {record.number}: " + (f"retraining for {options.retrain_epochs} epochs ..."
+                                              if options.retrain_epochs else "loading its weights ..."))
             model, trained = _model_for(record, space, info, handle, options.retrain_epochs, settings,
                                         train_loader, val_loader)
+            say(f"trial {record.number}: measuring val_acc and energy, writing {', '.join(options.formats)} ...")
             result = _write_folder(
                 tmp, model, record,
                 space=space, handle=handle, info=info, settings=settings, val_loader=val_loader,
@@ -249,6 +257,7 @@ def export_search(options: ExportOptions) -> list[ExportedModel]:
         if staged and created_out and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
     if options.register:
+        say(f"registering {len(results)} model(s) in MLflow as {handle.name!r} ...")
         _register(handle, results, models, info)
     return results
 

@@ -43,3 +43,21 @@ def test_tables_take_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None
         assert max(len(line) for line in lines) <= width
     monkeypatch.setenv("COLUMNS", "80")
     assert "0.9812" in render_rows(rows, title="searches")
+
+
+def test_long_commands_say_each_step_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from nas.cli import _progress_printer
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, pipe = Terminal(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    _progress_printer()("loading mnist for 3 model(s) ...")
+    monkeypatch.setattr(sys, "stderr", pipe)
+    _progress_printer()("loading mnist for 3 model(s) ...")
+    assert terminal.getvalue().endswith(" s] loading mnist for 3 model(s) ...\n") and pipe.getvalue() == ""

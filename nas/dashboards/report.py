@@ -169,7 +169,9 @@ def write_report(
     if reports:
         parts.append(_figure_div(layer_energy_figure(reports), "layers"))
     else:
-        parts.append('<p class="note">No per-layer energy report was recorded for the front\'s members.</p>')
+        parts.append('<p class="note">No per-layer energy report was recorded for the front\'s members: the report '
+                     'reads trials/&lt;n&gt;/energy.json, which a search keeps for each complete trial; '
+                     '<code>nas energy MODEL --checkpoint</code> measures one by hand.</p>')
     parts += ["<h2>All trials</h2>", _table(rows, names, table_id="trial-table"), "</body></html>"]
 
     out_dir = Path(out_dir)
