@@ -281,7 +281,16 @@ def _report(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     from nas.search.store import check_root, list_search_names
-    from nas.tracking import CHART_VIEW, FRONT_VIEW, MlflowUi, experiment_url, find_parent_run, run_url, view_link
+    from nas.tracking import (
+        CHART_VIEW,
+        FRONT_VIEW,
+        MlflowUi,
+        experiment_url,
+        find_parent_run,
+        run_url,
+        saved_views,
+        view_link,
+    )
 
     if not 0 < args.port < 65536:
         raise NasError(f"--port must be in 1..65535, got {args.port}")
@@ -296,8 +305,9 @@ def _ui(args: argparse.Namespace) -> int:
         if found:
             print(f"search {names[-1]}: {run_url(url, *found)}")
             print(f"  its runs: {experiment_url(url, found[0])}")
-            print(f"  its Pareto front: {url}/{view_link(found[0], FRONT_VIEW)}")
-            print(f"  its objectives chart: {url}/{view_link(found[0], CHART_VIEW)}")
+            labels = {FRONT_VIEW: "its Pareto front", CHART_VIEW: "its objectives chart"}
+            for view in saved_views(ui.tracking_uri, found[0]):
+                print(f"  {labels[view]}: {url}/{view_link(found[0], view)}")
         print("Ctrl-C (or SIGTERM) stops it", flush=True)
         return ui.wait()
     finally:

@@ -822,6 +822,15 @@ def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def saved_views(tracking_uri: str, experiment_id: str) -> list[str]:
+    """Which of a search's saved views (``FRONT_VIEW``, ``CHART_VIEW``) its experiment holds (a search made by
+    an older nas has none)."""
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(tracking_uri=tracking_uri).get_experiment(experiment_id).tags
+    return [view for view in (FRONT_VIEW, CHART_VIEW) if SHARED_VIEW_TAG + view in tags]
+
+
 def experiment_url(base_url: str, experiment_id: str) -> str:
     """Address of an experiment's runs table in the MLflow UI, in its model-training mode (not GenAI)."""
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
