@@ -744,8 +744,10 @@ def runs_views(objectives: Mapping[str, str], param_names: list[str]) -> dict[st
                  "deleted": False, "isGenerated": False}
         views[CHART_VIEW] = {
             "searchFilter": COMPLETE_FILTER, **sort, "selectedColumns": columns, "compareRunCharts": [chart],
+            # one chart, as wide as the section (MLflow's default is 3 columns of 360 px high cards)
             "compareRunSections": [{"uuid": section, "name": f"{first} against {names[1]}", "display": True,
-                                    "isReordered": False, "deleted": False, "isGenerated": False}],
+                                    "isReordered": False, "deleted": False, "isGenerated": False,
+                                    "columns": 1, "cardHeight": 480}],
         }
     return views
 
