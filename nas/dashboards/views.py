@@ -203,8 +203,8 @@ def pareto_figure(
                 y=yvals([knee]),
                 mode="markers+text",
                 name=f"knee (#{knee['number']}): the best trade-off",
-                marker={"color": "rgba(0,0,0,0)", "symbol": "star-open", "size": 26,
-                        "line": {"color": "#d62728", "width": 2.5}},
+                # an open symbol is outlined in the marker's colour
+                marker={"color": "#d62728", "symbol": "star-open", "size": 28, "line": {"width": 2.5}},
                 text=["knee"],
                 textposition="bottom center",
                 textfont={"color": "#d62728"},
