@@ -332,6 +332,10 @@ def pareto_png(
             for r in front[:40]:  # beyond that the labels only cover each other
                 ax.annotate(f"#{r['number']}", (r["values"][x], yv(r)), textcoords="offset points", xytext=(4, 5),
                             fontsize=8)
+            knee = knee_row(front, objectives)
+            if knee is not None:
+                ax.scatter([knee["values"][x]], [yv(knee)], marker="*", s=420, facecolors="none",
+                           edgecolors="#d62728", linewidths=1.8, zorder=5, label=f"knee (#{knee['number']})")
         ax.set_xlabel(x)
         ax.set_ylabel(y or "trial number")
         ax.set_title(title or f"Pareto front ({len(front)} of {len(complete)} complete trials)")
