@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from nas.errors import NasError
@@ -22,6 +22,7 @@ from nas.search.choices import (
     DEFAULT_PROXY_RULE,
     DEFAULT_SAMPLER,
     DEFAULT_SCHEDULER,
+    EXPORT_FORMATS,
     PROXIES,
     PROXY_RULES,
     SAMPLERS,
@@ -104,6 +105,7 @@ def _energy(args: argparse.Namespace) -> int:
         print("nas: warning: random weights (BatchNorm statistics calibrated on random images); firing rates and "
               "SOPs of untrained weights are not meaningful, use --checkpoint for trained ones", file=sys.stderr)
         calibrate_norms(model, random_images)
+    _progress_printer()(f"measuring {args.model} on {len(images)} image(s) at {size}x{size} ...")
     try:
         report = measure(model, images, profile)
     except (MemoryError, RuntimeError) as error:
@@ -128,6 +130,7 @@ def _print_result(result: SearchResult, root: str) -> int:
     import signal
 
     from nas.search.controller import EXIT_TIME_BUDGET
+    from nas.search.records import count_trials
     from nas.search.summary import front_rows, render_front
 
     rows = front_rows(result.records, result.objectives)
@@ -141,8 +144,10 @@ def _print_result(result: SearchResult, root: str) -> int:
     if result.space_exhausted:
         print(f"search {result.name}: every architecture of the space has been tried; the search ended early")
     done = f"{result.trials_done} of {result.trials} trials"
+    print(f"trials: {count_trials(result.records).text()}")
     resume = f"nas resume {result.name} --root {root}"
-    print(f"browse it: nas ui --root {root}   |   nas pareto {result.name} --root {root}")
+    print(f"browse it: nas ui --root {root}   |   nas dashboard {result.name} --root {root}   |   "
+          f"nas pareto {result.name} --root {root}")
     if result.interrupted:
         signum = result.stop_signal or signal.SIGINT
         print(f"search {result.name} interrupted by {signal.Signals(signum).name} after {done} "
@@ -176,6 +181,32 @@ def _resume(args: argparse.Namespace) -> int:
     return _print_result(launch(options), args.root)
 
 
+def _progress_printer() -> Callable[[str], None]:
+    """Print each step of a long command on stderr with the seconds since it started, for a person at a
+    terminal (stdout stays the result; a pipe or log gets neither the steps nor their noise)."""
+    import time
+
+    started = time.monotonic()
+    if not sys.stderr.isatty():
+        return lambda line: None
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - started:5.1f} s] {line}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _search_name(args: argparse.Namespace) -> str:
+    """The search a command reads: NAME, or the newest search of --root (said on stderr, so --json stays clean)."""
+    from nas.search.store import newest_search_name
+
+    if args.name:
+        return args.name
+    name = newest_search_name(args.root)
+    print(f"search {name} (the newest in {args.root}; pass NAME for another)", file=sys.stderr)
+    return name
+
+
 def _status(args: argparse.Namespace) -> int:
     from nas.search.store import list_search_names, open_search
     from nas.search.summary import render_rows, status_row
@@ -198,12 +229,13 @@ def _pareto(args: argparse.Namespace) -> int:
     from nas.search.store import open_search
     from nas.search.summary import front_rows, render_front
 
-    handle = open_search(args.root, args.name, storage=args.storage)
+    name = _search_name(args)
+    handle = open_search(args.root, name, storage=args.storage)
     rows = front_rows(handle.records, handle.objectives)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
-        print(render_front(rows, title=f"Pareto front of {args.name} ({len(rows)} architectures)"))
+        print(render_front(rows, title=f"Pareto front of {name} ({len(rows)} architectures)"))
     return 0
 
 
@@ -237,7 +269,9 @@ def _report(args: argparse.Namespace) -> int:
     from nas.search.pareto import front_of
     from nas.search.store import open_search
 
-    handle = open_search(args.root, args.name)
+    handle = open_search(args.root, _search_name(args), storage=args.storage)
+    say = _progress_printer()
+    say(f"reading {handle.name} and drawing its report ...")
     records = handle.records
     front = front_of(records, handle.objectives)
     path = write_report(
@@ -257,24 +291,55 @@ def _report(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     from nas.search.store import check_root, list_search_names
-    from nas.tracking import MlflowUi, find_parent_run, run_url
+    from nas.tracking import (
+        CHART_VIEW,
+        FRONT_VIEW,
+        MlflowUi,
+        experiment_url,
+        find_parent_run,
+        run_url,
+        saved_views,
+        view_link,
+    )
 
     if not 0 < args.port < 65536:
         raise NasError(f"--port must be in 1..65535, got {args.port}")
     check_root(args.root)
-    ui = MlflowUi(args.root, port=args.port)
+    ui = MlflowUi(args.root, port=args.port, tracking_uri=args.tracking_uri)
     print(f"starting the MLflow UI for {ui.tracking_uri} ...", flush=True)
     url = ui.start()
     try:
         print(f"MLflow UI: {url}")
         names = list_search_names(args.root)
-        found = find_parent_run(ui.tracking_uri, names[-1]) if names else None
+        found = find_parent_run(ui.tracking_uri, names[-1]) if names else None  # the newest search
         if found:
             print(f"search {names[-1]}: {run_url(url, *found)}")
-        print("Ctrl-C stops it", flush=True)
+            print(f"  its runs: {experiment_url(url, found[0])}")
+            labels = {FRONT_VIEW: "its Pareto front", CHART_VIEW: "its objectives chart"}
+            for view in saved_views(ui.tracking_uri, found[0]):
+                print(f"  {labels[view]}: {url}/{view_link(found[0], view)}")
+        print("Ctrl-C (or SIGTERM) stops it", flush=True)
         return ui.wait()
     finally:
         ui.stop()
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from nas.dashboards.optuna_dashboard import dashboard_for
+
+    if not 0 < args.port < 65536:
+        raise NasError(f"--port must be in 1..65535, got {args.port}")
+    name = _search_name(args)
+    dashboard = dashboard_for(args.root, name, port=args.port, storage=args.storage)
+    print(f"starting optuna-dashboard for {name} ...", flush=True)
+    url = dashboard.start()
+    try:
+        print(f"optuna-dashboard: {dashboard.url}")
+        print(f"search {name}: {url}")
+        print("Ctrl-C (or SIGTERM) stops it", flush=True)
+        return dashboard.wait()
+    finally:
+        dashboard.stop()
 
 
 # ---------------------------------------------------------------- export (issue 8)
@@ -282,11 +347,12 @@ def _export(args: argparse.Namespace) -> int:
     from nas.export import ExportOptions, export_search, parse_formats
 
     options = ExportOptions(
-        name=args.name, root=args.root, pareto=args.pareto, knee=args.knee, trials=list(args.trial or []),
+        name=_search_name(args), root=args.root, storage=args.storage, tracking_uri=args.tracking_uri,
+        pareto=args.pareto, knee=args.knee, trials=list(args.trial or []),
         out=args.out, retrain_epochs=args.retrain_epochs, formats=parse_formats(args.format),
         register=args.register, force=args.force,
     )
-    exported = export_search(options)
+    exported = export_search(options, progress=_progress_printer())
     print(f"{'trial':>5}  {'rank':>4}  {'weights':<9}  {'val_acc':>7}  {'energy_uj':>9}  {'onnx':<12}  "
           f"{'registry':<24}  folder")
     for e in exported:
@@ -423,18 +489,31 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_PROXY_RULE})")
     p.add_argument("--dataset", default=None, help="dataset name (default: the space's)")
     p.add_argument("--data-src", default=None, help="source folder of the dataset (cifar10, imagefolder, ...)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of training (default 0)")
     p.add_argument("--root", default="nas-runs", help="run folder (default ./nas-runs)")
     p.add_argument("--storage", default=None, help="SQLAlchemy URL of the study storage")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite in the run folder)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (auto or HOST:PORT)")
     p.add_argument("--storage-path", default=None, help="trial files on a path every node can reach")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
-    p.add_argument("--cpus-per-trial", type=float, default=None)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each trial holds, may be a fraction (0)")
+    p.add_argument("--cpus-per-trial", type=float, default=None,
+                   help="CPUs each trial holds (default: 1, or the CPUs shared out by --concurrency)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; stop launching trials after it")
     p.add_argument("--max-failures", type=int, default=1, help="Ray retries of a crashing trial")
     p.add_argument("--yes", action="store_true", help="accept very large budgets (--trials, --epochs, --concurrency)")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and the traceback of an error")
+
+
+_NAME_HELP = "the search (default: the newest of --root)"
+
+
+def _add_reading_options(p: argparse.ArgumentParser, *, tracking: bool) -> None:
+    """--root and the overrides of where a search's study (and MLflow runs) are, for commands that read one."""
+    p.add_argument("--root", default="nas-runs", help="run folder (default ./nas-runs)")
+    p.add_argument("--storage", default=None,
+                   help="study storage URL instead of the recorded one (needed when it holds a password)")
+    if tracking:
+        p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI instead of the recorded one")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -468,19 +547,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default $NAS_DATA_DIR or ~/.cache/nas/data)")
     p.set_defaults(handler=_data_build)
     p = data.add_parser("info", help="describe a .beton file")
-    p.add_argument("file")
+    p.add_argument("file", help="a .beton file written by nas data build")
     p.set_defaults(handler=_data_info)
 
     p = sub.add_parser("energy", help="per-layer energy table of a registered model")
-    p.add_argument("model")
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--time-steps", type=int, default=None)
-    p.add_argument("--profile", default="45nm", help="profile name or a TOML/YAML profile file")
-    p.add_argument("--checkpoint", default=None, help="trained weights (state_dict)")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--in-chans", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("model", help="a registered model name (python -c 'import nas.snn; print(nas.snn.list_models())')")
+    p.add_argument("--img-size", type=int, default=None, help="input image side in pixels (default: the model's)")
+    p.add_argument("--time-steps", type=int, default=None, help="time steps T (default: the model's)")
+    p.add_argument("--profile", default="45nm", help="energy profile name or a TOML/YAML profile file (default 45nm)")
+    p.add_argument("--checkpoint", default=None, help="trained weights (state_dict); random weights without it")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the model's)")
+    p.add_argument("--in-chans", type=int, default=None, help="input channels (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=2, help="images measured at once (default 2)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_energy)
 
     p = sub.add_parser("launch", help="run a search")
@@ -494,63 +573,69 @@ def build_parser() -> argparse.ArgumentParser:
     given = p.add_mutually_exclusive_group(required=True)
     given.add_argument("--params", default=None, help="the candidate's params as JSON, e.g. '{\"width\": 32}'")
     given.add_argument("--trial-config", default=None, help="a JSON file of params (or an arch.json)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--dataset", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="epochs to train (default: the space's)")
+    p.add_argument("--dataset", default=None, help="dataset name (default: the space's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and data order (default 0)")
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("resume", help="continue a stopped search")
-    p.add_argument("name")
-    p.add_argument("--root", default="nas-runs")
-    p.add_argument("--address", default=None)
-    p.add_argument("--storage", default=None, help="storage URL, needed when it holds a password")
-    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("name", help="the search to continue")
+    _add_reading_options(p, tracking=True)
+    p.add_argument("--address", default=None, help="join an existing Ray cluster (auto or HOST:PORT)")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds for this run (default: none; the budget of an earlier run is not reused)")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and the traceback of an error")
     p.set_defaults(handler=_resume)
 
     p = sub.add_parser("status", help="searches in the run folder")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--root", default="nas-runs")
-    p.add_argument("--storage", default=None, help="storage URL, needed when it holds a password")
+    p.add_argument("name", nargs="?", help="one search (default: every search of --root)")
+    _add_reading_options(p, tracking=False)
     p.set_defaults(handler=_status)
 
     p = sub.add_parser("pareto", help="the Pareto front of a search")
-    p.add_argument("name")
-    p.add_argument("--root", default="nas-runs")
-    p.add_argument("--storage", default=None, help="storage URL, needed when it holds a password")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("name", nargs="?", help=_NAME_HELP)
+    _add_reading_options(p, tracking=False)
+    p.add_argument("--json", action="store_true", help="print the front as JSON")
     p.set_defaults(handler=_pareto)
 
     p = sub.add_parser("report", help="self-contained HTML report of a search")
-    p.add_argument("name")
-    p.add_argument("--root", default="nas-runs")
-    p.add_argument("--out", default=None)
+    p.add_argument("name", nargs="?", help=_NAME_HELP)
+    _add_reading_options(p, tracking=False)
+    p.add_argument("--out", default=None, help="folder for NAME.html (default: report.html in the search's folder)")
     p.set_defaults(handler=_report)
 
     p = sub.add_parser("ui", help="MLflow UI for the run folder on 127.0.0.1")
-    p.add_argument("--root", default="nas-runs")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--root", default="nas-runs", help="run folder (default ./nas-runs)")
+    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store to serve (default: the run folder's SQLite)")
     p.set_defaults(handler=_ui)
 
+    p = sub.add_parser("dashboard", help="optuna-dashboard for a search on 127.0.0.1")
+    p.add_argument("name", nargs="?", help=_NAME_HELP)
+    _add_reading_options(p, tracking=False)
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    p.set_defaults(handler=_dashboard)
+
     p = sub.add_parser("export", help="export winning architectures")
-    p.add_argument("name")
+    p.add_argument("name", nargs="?", help=_NAME_HELP)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--pareto", action="store_true")
-    which.add_argument("--knee", action="store_true")
-    which.add_argument("--trial", type=int, action="append")
-    p.add_argument("--root", default="nas-runs")
-    p.add_argument("--out", default="exports")
-    p.add_argument("--retrain-epochs", type=int, default=0)
-    p.add_argument("--format", default="torchscript,state_dict,onnx")
-    p.add_argument("--register", action="store_true")
-    p.add_argument("--force", action="store_true")
+    which.add_argument("--pareto", action="store_true", help="every member of the Pareto front")
+    which.add_argument("--knee", action="store_true", help="the front's knee: the best trade-off of the objectives")
+    which.add_argument("--trial", type=int, action="append", help="trial number N (repeat for more)")
+    _add_reading_options(p, tracking=True)
+    p.add_argument("--out", default="exports", help="folder of the export folders (default ./exports)")
+    p.add_argument("--retrain-epochs", type=int, default=0,
+                   help="train each model again from scratch for N epochs (default 0: the search's weights)")
+    p.add_argument("--format", default=",".join(EXPORT_FORMATS),
+                   help=f"comma-separated, from {', '.join(EXPORT_FORMATS)} (default all)")
+    p.add_argument("--register", action="store_true",
+                   help="also register the models in the MLflow registry under the search's name")
+    p.add_argument("--force", action="store_true", help="replace export folders that exist")
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("evaluate", help="accuracy and energy of an exported model")
-    p.add_argument("path")
-    p.add_argument("--dataset", default=None)
+    p.add_argument("path", help="an export folder (or its model file)")
+    p.add_argument("--dataset", default=None, help="dataset to evaluate on (default: the one it was searched on)")
     p.set_defaults(handler=_evaluate)
 
     bench_parser = sub.add_parser("bench", help="learning-curve tables and the search simulator")
@@ -569,8 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("run", help="replay searches on tables in simulated time and compare settings over seeds")
     p.add_argument("--table", nargs="+", required=True,
                    help="shipped table name (nas/bench/tables), nasbench201[-DATASET[-COST]], or a table file")
-    p.add_argument("--sampler", nargs="+", choices=SAMPLERS, default=[DEFAULT_SAMPLER])
-    p.add_argument("--scheduler", nargs="+", choices=SCHEDULERS, default=[DEFAULT_SCHEDULER])
+    p.add_argument("--sampler", nargs="+", choices=SAMPLERS, default=[DEFAULT_SAMPLER],
+                   help=f"samplers to compare, from {', '.join(SAMPLERS)} (default {DEFAULT_SAMPLER})")
+    p.add_argument("--scheduler", nargs="+", choices=SCHEDULERS, default=[DEFAULT_SCHEDULER],
+                   help=f"schedulers to compare, from {', '.join(SCHEDULERS)} (default {DEFAULT_SCHEDULER})")
     p.add_argument("--eta", nargs="+", type=float, default=[3.0], help="reduction factors of the schedulers (3)")
     p.add_argument("--proxy", nargs="+", choices=PROXIES, default=[DEFAULT_PROXY],
                    help=f"rung 0 without training: none, or sahd (keeps 1 of every round(eta) proposals by the "
@@ -590,9 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_bench_run)
 
     p = sub.add_parser("cluster", help="local multi-node Ray cluster for trying cluster mode")
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--root", default="nas-runs")
+    p.add_argument("action", choices=["up", "down", "status"], help="start, stop or describe the local cluster")
+    p.add_argument("--workers", type=int, default=2, help="worker nodes beside the head (default 2)")
+    p.add_argument("--root", default="nas-runs", help="run folder that holds the cluster's files (default ./nas-runs)")
     p.set_defaults(handler=_cluster)
     return parser
 
@@ -612,6 +699,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     _add_verbose(parser)
     args = parser.parse_args(argv)
+    if not getattr(args, "verbose", False):
+        from nas._quiet import quiet_libraries
+
+        quiet_libraries()
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

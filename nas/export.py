@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +35,10 @@ from torch import nn
 
 from nas._paths import check_writable
 from nas.errors import NasError
+from nas.search.choices import EXPORT_FORMATS
 from nas.search.records import COMPLETE, TrialRecord
 
-FORMATS = ("torchscript", "state_dict", "onnx")
+FORMATS = EXPORT_FORMATS
 FORMAT_VERSION = 1
 ARCH_FILE = "arch.json"
 CARD_FILE = "MODEL_CARD.md"
@@ -68,6 +69,7 @@ class ExportOptions:
     register: bool = False
     force: bool = False
     storage: str | None = None
+    tracking_uri: str | None = None
 
     def validate(self) -> None:
         """One clear error for option values that cannot work."""
@@ -163,20 +165,24 @@ def select_trials(
 
 
 # ---------------------------------------------------------------- export
-def export_search(options: ExportOptions) -> list[ExportedModel]:
+def export_search(options: ExportOptions, *, progress: Callable[[str], None] | None = None) -> list[ExportedModel]:
     """Export the chosen trials of a search (see the module docstring); returns what was written.
+
+    ``progress`` is told each step as one line (loaders, each trial's model and measurement, the
+    registry), so a caller can show that a long export is moving.
 
     Bad input (unknown search, a trial that does not exist or is not COMPLETE, missing weights, an
     output folder that exists and is not empty without ``force``, ``register`` without an MLflow run
     for a trial) raises ``NasError`` before anything is written.
     """
     from nas.search.pareto import ranks_of
-    from nas.search.store import open_search
+    from nas.search.store import default_tracking_uri, open_search
     from nas.search.weights import trial_weights_path
     from nas.space import load_space
+    from nas.tracking import adopt_run_folder
 
     options.validate()
-    handle = open_search(options.root, options.name, storage=options.storage)
+    handle = open_search(options.root, options.name, storage=options.storage, tracking_uri=options.tracking_uri)
     records = handle.records
     chosen = select_trials(records, handle.objectives, search=handle.name, pareto=options.pareto,
                            knee=options.knee, trials=options.trials)
@@ -194,6 +200,8 @@ def export_search(options: ExportOptions) -> list[ExportedModel]:
             raise NasError(f"{target} exists and is not a folder")
         if target.is_dir() and any(target.iterdir()) and not options.force:
             raise NasError(f"{target} exists and is not empty; pass --force to replace it")
+    if options.register and handle.tracking_uri == default_tracking_uri(handle.root):
+        adopt_run_folder(handle.root)  # a copied run folder registers its own artifacts, not the original's
     run_ids = _run_ids(handle, chosen, required=options.register)
     space = load_space(handle.space_file, check_samples=0)
     ranks = ranks_of(records, handle.objectives)
@@ -209,6 +217,8 @@ def export_search(options: ExportOptions) -> list[ExportedModel]:
         "energy_images": space.recipe.energy_images,
         "energy_profile": space.recipe.energy_profile,
     }
+    say = progress or (lambda line: None)
+    say(f"loading {dataset} for {len(chosen)} model(s) ...")
     train_loader, val_loader, info = _loaders(space.recipe, settings)
 
     created_out = not out.exists()
@@ -220,8 +230,11 @@ def export_search(options: ExportOptions) -> list[ExportedModel]:
         for record in chosen:
             tmp = Path(tempfile.mkdtemp(prefix=f".{targets[record.number].name}.", dir=out))
             staged.append((tmp, targets[record.number]))
+            say(f"trial {record.number}: " + (f"retraining for {options.retrain_epochs} epochs ..."
+                                              if options.retrain_epochs else "loading its weights ..."))
             model, trained = _model_for(record, space, info, handle, options.retrain_epochs, settings,
                                         train_loader, val_loader)
+            say(f"trial {record.number}: measuring val_acc and energy, writing {', '.join(options.formats)} ...")
             result = _write_folder(
                 tmp, model, record,
                 space=space, handle=handle, info=info, settings=settings, val_loader=val_loader,
@@ -244,6 +257,7 @@ def export_search(options: ExportOptions) -> list[ExportedModel]:
         if staged and created_out and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
     if options.register:
+        say(f"registering {len(results)} model(s) in MLflow as {handle.name!r} ...")
         _register(handle, results, models, info)
     return results
 

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from nas.search import store
 from nas.search.controller import SearchOptions, SearchResult, prepare_search, run_search
 from nas.search.progress import LiveView
+from nas.search.records import records_from_study
 
 
 def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool | None = None) -> SearchResult:
@@ -21,7 +22,7 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
     """
     if not options.verbose:
         _quiet_libraries()
-    from nas.tracking import MlflowTracker
+    from nas.tracking import MlflowTracker, adopt_run_folder
 
     trackers: list[MlflowTracker] = []
 
@@ -29,6 +30,7 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
         artifact_location = None
         if tracking_uri == store.default_tracking_uri(options.root):
             artifact_location = store.default_artifact_location(options.root, name)
+            adopt_run_folder(options.root)  # a copied or moved run folder logs to its own artifacts
         tracker = MlflowTracker(tracking_uri, name, objectives=dict(space.objectives),
                                 artifact_location=artifact_location)
         tracker.check_reachable()
@@ -44,7 +46,8 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
             resume=prepared.options.resume,
         )
         view = LiveView(prepared.name, total_trials=prepared.trials, objectives=prepared.objectives,
-                        stream=stream or sys.stdout, live=live)
+                        stream=stream or sys.stdout, live=live, root=str(prepared.root), epochs=prepared.epochs,
+                        records=records_from_study(prepared.study))
         try:
             result = run_search(prepared, listeners=[tracker, view])
             status = "FINISHED" if result.finished else "FAILED" if result.error else "KILLED"
@@ -69,23 +72,16 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
 
 def _quiet_libraries() -> None:
     """Keep the terminal to nas's own view: library chatter goes to ``--verbose`` only."""
-    import logging
-    import os
     import warnings
 
-    # Read by MLflow when it configures its loggers (at import and again around its DB migrations).
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     import optuna
 
+    from nas._quiet import quiet_libraries
+
+    quiet_libraries()
+    # raised on behalf of nas's own calls (set_metric_names, ...), so the filter by module keeps them
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # Ray Tune logs a failed trial's whole traceback at ERROR; the study, MLflow and the live view
-    # already give its one-line reason.
-    for name in ("ray", "ray.tune"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _search_params(prepared: Any) -> dict[str, Any]:

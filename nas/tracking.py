@@ -8,15 +8,18 @@ tracking store never sees concurrent writers (Ray workers never talk to MLflow).
   the space file as an artifact.
 - child run ``trial-<n>`` per Optuna trial number: tags ``mlflow.parentRunId``, ``nas.role=trial``,
   ``nas.trial_number``, ``nas.state`` (running / complete / pruned / failed / interrupted, ``nas.fail_reason``),
-  ``pareto`` (true / false) and ``pareto_rank`` on complete trials; the architecture params as
+  ``pareto`` (true / false) and ``pareto_rank`` on complete trials; run status FINISHED for complete and
+  pruned trials, FAILED for failed ones, KILLED for interrupted ones; the architecture params as
   params, the trial's attributes (family, space file and hash, energy profile, counting policy,
   ...) as ``nas.<key>`` params and tags; per-epoch metrics under the project's metric names.
 - parent metrics stepped by the number of complete trials: ``hypervolume`` (normalised to the
   reference box, 0..1), ``hypervolume_raw``, ``front_size``, ``best_val_acc``, ``min_energy_uj``,
-  ``trials_complete`` / ``_pruned`` / ``_failed``; the reference point as ``nas.reference.<objective>``
+  ``trials_complete`` / ``_pruned`` / ``_failed`` / ``_interrupted`` / ``_duplicate`` / ``_dropped`` (``count_trials``,
+  the numbers ``nas status`` and ``nas report`` show); the reference point as ``nas.reference.<objective>``
   tags on the parent run; artifacts
-  ``pareto.html``, ``pareto.png``, ``pareto.csv``, ``hypervolume.html`` refreshed at most every
-  ``refresh_seconds``, drawn in a helper process (``nas.dashboards.renderer``).
+  ``pareto.png`` and ``pareto.csv`` refreshed at most every ``refresh_seconds``, the interactive
+  ``pareto.html`` and ``hypervolume.html`` (plotly inlined) when the front is published with ``force``
+  and at the end; drawn in a helper process (``nas.dashboards.renderer``).
 
 Only ``mlflow.MlflowClient`` is used (no fluent active-run state), so two searches in one process
 never see each other's runs.
@@ -25,6 +28,7 @@ never see each other's runs.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import math
@@ -41,10 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas._serve import LocalServer, check_port_free
 from nas._urls import mask_urls_in
 from nas.dashboards.renderer import FrontRenderer
 from nas.errors import NasError
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord
+from nas.search.records import COMPLETE, FAIL, INTERRUPTED, METRICS, PRUNED, TrialRecord, count_trials
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
@@ -57,14 +62,26 @@ PROBE_TIMEOUT_S = 5.0
 HTTP_MAX_RETRIES = "3"
 HTTP_TIMEOUT_S = "30"
 
+# Tells the MLflow 3 UI the experiment is model training, so it opens on the runs table, not on GenAI traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+FRONT_FILTER = "tags.pareto = 'true'"  # the MLflow search filter of a search's front members
+COMPLETE_FILTER = "tags.`nas.state` = 'complete'"
+# Saved views of the runs table (shared views of MLflow's UI), linked from the experiment's description.
+FRONT_VIEW = "nas-front"
+CHART_VIEW = "nas-chart"
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+
 _PARAM_VALUE_MAX = 6000  # MLflow 3 limit on a param value
 _TAG_VALUE_MAX = 8000
 _BATCH_PARAMS = 100  # log_batch accepts at most 100 params per call
 
-INTERRUPTED = "interrupted"  # the fail reason of a trial cut off by a stop; it runs again on resume
+# How each outcome (nas.search.records.OUTCOMES) shows in MLflow: the tag nas.state and the run status.
+# A pruned trial ended as planned (the scheduler stopped it early), so it is FINISHED, not a red cross;
+# only failures are FAILED, and interrupted trials (they run again on resume) KILLED.
 _STATES = {
     "complete": ("complete", "FINISHED"),
-    "pruned": ("pruned", "KILLED"),
+    "pruned": ("pruned", "FINISHED"),
     "failed": ("failed", "FAILED"),
     "fail": ("failed", "FAILED"),
 }
@@ -156,6 +173,7 @@ class MlflowTracker:
         self._last_refresh = -math.inf
         self._pending: tuple[list[TrialRecord], dict[str, float], list[float]] | None = None
         self._reference_logged: dict[str, float] | None = None
+        self._view_params: list[str] | None = None  # architecture params the saved views show
 
     # ------------------------------------------------------------ properties
     @property
@@ -257,10 +275,12 @@ class MlflowTracker:
                     artifact_location=self.artifact_location,
                     # marks the experiment as model training (not GenAI) for the MLflow UI
                     tags={"nas.search": self.search_name, "mlflow.note.content": self._note(),
-                          "mlflow.experimentKind": "custom_model_development"},
+                          EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                 )
             else:
                 self._experiment_id = experiment.experiment_id
+                if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older nas: opened on GenAI traces
+                    client.set_experiment_tag(self._experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             parents = self._search(f"tags.`nas.role` = 'search' and tags.`nas.search` = '{self._quoted_name}'")
             if parents and not resume:
                 raise NasError(
@@ -285,13 +305,14 @@ class MlflowTracker:
             else:
                 run = client.create_run(self._experiment_id, run_name=self.search_name,
                                         tags={"nas.search": self.search_name, "nas.role": "search",
-                                              "mlflow.note.content": self._note()})
+                                              "mlflow.note.content": self._note(links=True)})
                 self._parent_run_id = run.info.run_id
             items = [Param(k, v) for k, v in text_params.items()]
             for i in range(0, max(len(items), 1), _BATCH_PARAMS):
                 client.log_batch(self._parent_run_id, params=items[i : i + _BATCH_PARAMS],
                                  tags=tags if i == 0 else ())
             client.log_artifact(self._parent_run_id, str(space_file))
+            self._publish_views([])
             return self._parent_run_id
 
     def finish_search(self, status: str = "FINISHED") -> None:
@@ -308,7 +329,7 @@ class MlflowTracker:
             if self._pending is not None:
                 records, reference, history = self._pending
                 self._last_refresh = -math.inf  # the held-back refresh is due now
-                self.update_front(records, reference=reference, history=history)
+                self.update_front(records, reference=reference, history=history, force=True)
             for number in sorted(self._open_children):
                 self.trial_finished(number, "failed", reason=INTERRUPTED)
             self._client.set_terminated(parent, status=status)
@@ -352,6 +373,7 @@ class MlflowTracker:
                 client.log_batch(run_id, params=items[i : i + _BATCH_PARAMS],
                                  tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else ())
             self._open_children.add(number)
+            self._publish_views([str(k) for k in params])
             return run_id
 
     def search_resumed(self, records: list[TrialRecord], *, attrs: dict[str, Any]) -> None:
@@ -384,7 +406,7 @@ class MlflowTracker:
     def trial_finished(
         self, number: int, state: str, *, reason: str | None = None, final_metrics: dict | None = None
     ) -> None:
-        """Record how a trial ended: ``complete`` (FINISHED), ``pruned`` (KILLED) or ``failed`` (FAILED).
+        """Record how a trial ended: ``complete`` (FINISHED), ``pruned`` (FINISHED) or ``failed`` (FAILED).
 
         Optuna's state names (COMPLETE, PRUNED, FAIL) are accepted too. A failed trial whose reason is
         ``interrupted`` (cut off by Ctrl-C, SIGTERM, the time budget or a killed controller; it runs
@@ -474,9 +496,8 @@ class MlflowTracker:
                 values = {
                     "hypervolume_raw": volume,
                     "front_size": float(sum(1 for k in ranks.values() if k == 0)),
-                    "trials_complete": float(count),
-                    "trials_pruned": float(sum(1 for r in records if r.state == PRUNED)),
-                    "trials_failed": float(sum(1 for r in records if r.state == FAIL)),
+                    **{f"trials_{k}": float(v) for k, v in count_trials(records).as_dict().items()
+                       if k not in ("running", "waiting")},
                 }
                 accs = [v for v in (_metric_of(r, "val_acc") for r in complete) if v is not None]
                 energies = [v for v in (_metric_of(r, "energy_uj") for r in complete) if v is not None]
@@ -491,13 +512,15 @@ class MlflowTracker:
                 self._last_count = count
 
             if refresh:
-                self._refresh_artifacts(records, dict(reference), ranks, list(history))
+                self._refresh_artifacts(records, dict(reference), ranks, list(history), interactive=force)
             else:
                 self._pending = (list(records), dict(reference), list(history))
 
-    def _refresh_artifacts(
-        self, records: list[TrialRecord], reference: dict[str, float], ranks: dict[int, int], history: list[float]
-    ) -> None:
+    def _refresh_artifacts(self, records: list[TrialRecord], reference: dict[str, float], ranks: dict[int, int],
+                           history: list[float], *, interactive: bool) -> None:
+        """Publish the front's files. A throttled refresh writes the light ones (pareto.png, pareto.csv); the
+        interactive pages, each carrying plotly (~4.6 MB), only a forced one, so a search uploads plotly a
+        few times in all rather than once per refresh. Until then the refresh counts as held back."""
         with tempfile.TemporaryDirectory(prefix="nas-artifacts-") as tmp:
             self._renderer.write(
                 records,
@@ -507,10 +530,11 @@ class MlflowTracker:
                 title=f"{self.search_name}: Pareto front",
                 ranks=ranks,
                 history=history,
+                interactive=interactive,
             )
             self._client.log_artifacts(self.parent_run_id, tmp)
         self._last_refresh = time.monotonic()
-        self._pending = None
+        self._pending = None if interactive else (list(records), dict(reference), list(history))
 
     # ------------------------------------------------------------ models
     def log_trial_model(self, number: int, model: torch.nn.Module, input_example: numpy.ndarray) -> None:
@@ -520,21 +544,13 @@ class MlflowTracker:
         ``torch.export``), an explicit pip requirement list (skips MLflow's slow inference of it)
         and an input example (MLflow 3 asks for one). The model URI is tagged ``nas.model_uri``.
         """
-        import mlflow.pytorch
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
         with self._lock:
             run_id = self._require_child(number)
             with _use_tracking_uri(self.tracking_uri):
-                info = mlflow.pytorch.log_model(
-                    model,
-                    name="model",
-                    input_example=input_example,
-                    pip_requirements=_pip_requirements(),
-                    serialization_format="pickle",
-                    run_id=run_id,
-                )
-            self._client.set_tag(run_id, "nas.model_uri", info.model_uri)
+                model_uri = _log_pytorch_model(self._client, run_id, model, input_example, name="model")
+            self._client.set_tag(run_id, "nas.model_uri", model_uri)
 
     # ------------------------------------------------------------ helpers
     @property
@@ -543,12 +559,32 @@ class MlflowTracker:
             raise NasError(f"search name {self.search_name!r} contains a quote, which MLflow filters cannot hold")
         return self.search_name
 
-    def _note(self) -> str:
+    def _note(self, *, links: bool = False) -> str:
+        """The markdown description of the experiment and of the parent run (``links``: to the saved views)."""
         objectives = ", ".join(f"{n} ({d})" for n, d in self.objectives.items())
-        return (
+        text = (
             f"nas search **{self.search_name}** ({objectives}). The parent run holds the Pareto front "
-            "(artifacts pareto.html, pareto.csv, hypervolume.html); child runs are tagged pareto=true/false."
+            "(artifacts pareto.png, pareto.csv, pareto.html, hypervolume.html); child runs are tagged "
+            "pareto=true/false and nas.state (complete, pruned, failed, interrupted)."
         )
+        if links:
+            names = list(self.objectives)
+            text += (f"\n\n[The Pareto front's runs, best {names[0]} first]"
+                     f"({view_link(self.experiment_id, FRONT_VIEW)})")
+            if len(names) >= 2:
+                text += (f" · [{names[0]} against {names[1]}, every complete trial]"
+                         f"({view_link(self.experiment_id, CHART_VIEW)})")
+        return text
+
+    def _publish_views(self, param_names: list[str]) -> None:
+        """Write the saved views (``runs_views``) and the experiment's description that links them; again when
+        a trial brings architecture params the views do not show yet."""
+        if self._view_params is not None and set(param_names) <= set(self._view_params):
+            return
+        self._view_params = sorted(set(param_names) | set(self._view_params or []))
+        for key, view in runs_views(self.objectives, self._view_params).items():
+            self._client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + key, json.dumps(view))
+        self._client.set_experiment_tag(self.experiment_id, "mlflow.note.content", self._note(links=True))
 
     def _search(self, filter_string: str) -> list[Any]:
         runs: list[Any] = []
@@ -601,12 +637,12 @@ class MlflowTracker:
 
 
 def _metric_items(metrics: Mapping[str, Any], step: int) -> list[Any]:
-    """MLflow metrics of the numeric entries (``epoch`` / ``step`` are the step, not metrics)."""
+    """MLflow metrics of the numeric entries named in ``METRICS`` (Ray's own result keys such as ``pid`` or
+    ``timestamp`` are left out; ``epoch`` is the step, not a metric)."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items()
-            if _is_number(v) and k not in ("epoch", "step")]
+    return [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if _is_number(v) and k in METRICS]
 
 
 def _metric_of(record: TrialRecord, name: str) -> float | None:
@@ -647,6 +683,22 @@ def _auth_headers() -> dict[str, str]:
     return {}
 
 
+def _log_pytorch_model(client: MlflowClient, run_id: str, model: Any, input_example: Any, *, name: str) -> str:
+    """Log a torch module as an MLflow model of a run; returns its model URI.
+
+    The logged model is created in the run's own experiment first: left to itself, ``log_model`` files it
+    under MLflow's Default experiment, whose artifacts go to ``./mlruns`` of whatever the working directory
+    is, outside the run folder.
+    """
+    import mlflow.pytorch
+
+    experiment_id = client.get_run(run_id).info.experiment_id
+    logged = client.create_logged_model(experiment_id=experiment_id, name=name, source_run_id=run_id)
+    info = mlflow.pytorch.log_model(model, name=name, input_example=input_example, pip_requirements=_pip_requirements(),
+                                    serialization_format="pickle", run_id=run_id, model_id=logged.model_id)
+    return info.model_uri
+
+
 def _pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -658,6 +710,94 @@ def _pip_requirements() -> list[str]:
             continue
     return out
 
+
+
+def view_link(experiment_id: str, view: str) -> str:
+    """Address, relative to the MLflow UI, of one of a search's saved views (``FRONT_VIEW`` or ``CHART_VIEW``).
+
+    ``workflowType=machine_learning`` switches MLflow 3's UI from GenAI to model training, where an
+    experiment opens on its runs; ``compareRunsMode=CHART`` opens the chart view.
+    """
+    query = {"viewStateShareKey": view, "workflowType": "machine_learning"}
+    if view == CHART_VIEW:
+        query["compareRunsMode"] = "CHART"
+    return f"#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
+
+
+def runs_views(objectives: Mapping[str, str], param_names: list[str]) -> dict[str, dict[str, Any]]:
+    """The saved views of a search's runs table, as MLflow's UI stores a shared view (experiment tag
+    ``mlflow.sharedViewState.<key>``, JSON of its search facets and UI state).
+
+    ``FRONT_VIEW``: the front's members (``tags.pareto = 'true'``), best first objective first, with the
+    objectives and the architecture params as columns. ``CHART_VIEW``: every complete trial in the chart
+    view, one scatter chart of the first objective against the second (val_acc against energy_uj).
+    """
+    names = list(objectives)
+    first, direction = names[0], objectives[names[0]]
+    columns = [f"metrics.`{n}`" for n in names] + [f"params.`{p}`" for p in param_names]
+    sort = {"orderByKey": f"metrics.`{first}`", "orderByAsc": direction == "min"}
+    views: dict[str, dict[str, Any]] = {FRONT_VIEW: {"searchFilter": FRONT_FILTER, **sort, "selectedColumns": columns}}
+    if len(names) >= 2:
+        section = "nas-front"
+        chart = {"uuid": "nas-objectives", "type": "SCATTER", "xaxis": {"key": names[1], "type": "METRIC"},
+                 "yaxis": {"key": first, "type": "METRIC"}, "runsCountToCompare": 1000, "metricSectionId": section,
+                 "deleted": False, "isGenerated": False}
+        views[CHART_VIEW] = {
+            "searchFilter": COMPLETE_FILTER, **sort, "selectedColumns": columns, "compareRunCharts": [chart],
+            # one chart, as wide as the section (MLflow's default is 3 columns of 360 px high cards)
+            "compareRunSections": [{"uuid": section, "name": f"{first} against {names[1]}", "display": True,
+                                    "isReordered": False, "deleted": False, "isGenerated": False,
+                                    "columns": 1, "cardHeight": 480}],
+        }
+    return views
+
+
+# ---------------------------------------------------------------- a run folder that was copied or moved
+# MLflow records absolute artifact locations in its store; these columns hold them.
+_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"), ("model_versions", "source"),
+                     ("model_versions", "storage_location"))
+
+
+def adopt_run_folder(root: str | Path) -> int:
+    """Point the MLflow store of a run folder at the run folder's own artifacts, wherever the folder is now.
+
+    A copied or moved folder's ``mlflow.db`` still names the artifacts of the folder it came from, so
+    MLflow would read and write those. Every location under another folder's ``mlartifacts/`` is
+    rewritten to this folder's; returns how many rows changed. Nothing is written when every location is
+    in place already, nor for a folder without its own store.
+    """
+    import sqlite3
+
+    db = Path(root) / "mlflow.db"
+    if not db.is_file():
+        return 0
+    here = (Path(root).resolve() / "mlartifacts").as_uri() + "/"
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiments" not in tables:
+            return 0
+        elsewhere = set()
+        for (location,) in connection.execute("SELECT artifact_location FROM experiments"):
+            head, found, _ = str(location or "").rpartition("/mlartifacts/")
+            if found and location.startswith("file://") and head + found != here:
+                elsewhere.add(head + found)
+        changed = 0
+        for old in sorted(elsewhere):
+            for table, column in _LOCATION_COLUMNS:
+                if table not in tables:
+                    continue
+                cursor = connection.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                    (here, len(old) + 1, len(old), old))
+                changed += cursor.rowcount
+    if changed:
+        # MLflow keeps each run's artifact repository in a process-wide cache: in a process that used the
+        # original folder's runs before, they would still write there.
+        from mlflow.tracking._tracking_service import utils
+
+        utils._artifact_repos_cache.clear()
+    return changed
 
 
 # ---------------------------------------------------------------- the MLflow UI (nas ui)
@@ -684,11 +824,26 @@ def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def saved_views(tracking_uri: str, experiment_id: str) -> list[str]:
+    """Which of a search's saved views (``FRONT_VIEW``, ``CHART_VIEW``) its experiment holds (a search made by
+    an older nas has none)."""
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(tracking_uri=tracking_uri).get_experiment(experiment_id).tags
+    return [view for view in (FRONT_VIEW, CHART_VIEW) if SHARED_VIEW_TAG + view in tags]
+
+
+def experiment_url(base_url: str, experiment_id: str) -> str:
+    """Address of an experiment's runs table in the MLflow UI, in its model-training mode (not GenAI)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 class MlflowUi:
     """An ``mlflow server`` for a run folder's SQLite store, bound to 127.0.0.1 (``nas ui``).
 
-    ``start()`` returns once the server answers; ``stop()`` ends it. Job execution is switched off
-    (it would start extra workers, ~2 GiB) and one worker serves the UI.
+    ``start()`` returns once the server answers; ``wait()`` blocks until it exits (SIGTERM and Ctrl-C
+    raise ``KeyboardInterrupt`` there); ``stop()`` ends it and every worker it started. Job execution is
+    switched off (it would start extra workers, ~2 GiB) and one worker serves the UI.
     """
 
     def __init__(self, root: str | Path, *, port: int = 5000, tracking_uri: str | None = None) -> None:
@@ -698,8 +853,7 @@ class MlflowUi:
         self.port = port
         self.tracking_uri = tracking_uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
         self.url = f"http://127.0.0.1:{port}"
-        self._process: Any = None
-        self._log: Any = None
+        self._server: LocalServer | None = None
 
     def command(self) -> list[str]:
         """The ``mlflow server`` command line."""
@@ -714,59 +868,32 @@ class MlflowUi:
 
     def start(self, timeout: float = UI_START_TIMEOUT_S) -> str:
         """Start the server and wait until it answers; returns its base URL."""
-        import socket
-        import subprocess
-
         db = _sqlite_path(self.tracking_uri)
         if db is not None and not db.is_file():
             raise NasError(f"{self.root}: no MLflow store here ({db.name} missing); run a search first or pass --root")
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", self.port))
-            except OSError:
-                raise NasError(f"port {self.port} on 127.0.0.1 is in use; pass another --port") from None
+        if self.tracking_uri == f"sqlite:///{(self.root / 'mlflow.db').resolve()}":
+            adopt_run_folder(self.root)  # a copied or moved run folder shows its own artifacts
+        check_port_free(self.port)
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-        self._log = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(self.command(), env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                tail = self._log_tail()
-                self.stop()
-                raise NasError(f"mlflow server exited with code {self._process.returncode}: {tail}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        return self.url
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise NasError(f"mlflow server did not answer on {self.url} within {timeout:.0f} s")
+        self._server = LocalServer("mlflow server", self.command(), health_url=self.url + "/health", env=env)
+        self._server.start(timeout)
+        return self.url
 
     def wait(self) -> int:
-        """Block until the server exits; returns its exit code."""
-        return self._process.wait()
+        """Block until the server exits; returns its exit code (SIGTERM or Ctrl-C: ``KeyboardInterrupt``)."""
+        if self._server is None:
+            raise RuntimeError("MlflowUi.start() has not been called")
+        return self._server.wait()
 
     def stop(self) -> None:
-        """Terminate the server (and its worker) and wait for it."""
-        import subprocess
+        """Terminate the server and its workers and wait for them."""
+        if self._server is not None:
+            self._server.stop()
 
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def _log_tail(self) -> str:
-        self._log.seek(0)
-        lines = [line for line in self._log.read().decode(errors="replace").splitlines() if line.strip()]
-        return lines[-1] if lines else "no output"
+    @property
+    def pid(self) -> int | None:
+        """Process id of the ``mlflow server`` process (None before ``start``)."""
+        return self._server.process.pid if self._server is not None and self._server.process else None
 
     def __enter__(self) -> MlflowUi:
         self.start()
@@ -827,7 +954,6 @@ def register_models(
     maps an alias (``best-accuracy``, ``min-energy``, ``knee``) to a trial number among the entries;
     aliases replace the deprecated stages. Version tags are the entry's tags (its metrics).
     """
-    import mlflow.pytorch
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
@@ -844,15 +970,7 @@ def register_models(
         for entry in entries:
             source = entry.model_uri
             if source is None:
-                info = mlflow.pytorch.log_model(
-                    entry.model,
-                    name="export",
-                    input_example=entry.input_example,
-                    pip_requirements=_pip_requirements(),
-                    serialization_format="pickle",
-                    run_id=entry.run_id,
-                )
-                source = info.model_uri
+                source = _log_pytorch_model(client, entry.run_id, entry.model, entry.input_example, name="export")
             version = client.create_model_version(name, source=source, run_id=entry.run_id or None,
                                                   tags=dict(entry.tags))
             versions[entry.number] = str(version.version)

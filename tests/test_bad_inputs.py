@@ -273,6 +273,13 @@ CASES = [
     ("ui-port-negative", ["ui", "--root", "{root}", "--port", "-1"], "--port must be in 1..65535"),
     ("ui-root-file", ["ui", "--root", "{file}"], "is a file, not a run folder"),
     ("ui-root-empty", ["ui", "--root", "{base}/nothing-here"], "no MLflow store here"),
+    # dashboard
+    ("dashboard-unknown", ["dashboard", "nope", "--root", "{root}"], "unknown search 'nope'"),
+    ("dashboard-port-zero", ["dashboard", "base", "--root", "{root}", "--port", "0"], "--port must be in 1..65535"),
+    ("dashboard-root-file", ["dashboard", "--root", "{file}"], "is a file, not a run folder"),
+    ("dashboard-root-empty", ["dashboard", "--root", "{base}/nothing-here"], "no search in"),
+    ("dashboard-storage-not-url", ["dashboard", "base", "--root", "{root}", "--storage", "notaurl"],
+     "is not a SQLAlchemy URL"),
     # cluster
     ("cluster-root-file", ["cluster", "up", "--root", "{file}"], "is a file, not a run folder"),
     ("cluster-root-below-file", ["cluster", "up", "--root", "{file}/runs"], "choose another --root"),

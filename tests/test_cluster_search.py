@@ -224,7 +224,7 @@ def _mlflow_children(stack: Stack, name: str) -> tuple[Any, list[Any]]:
     return parents[0], children
 
 
-_MLFLOW_STATE = {"COMPLETE": ("complete", "FINISHED"), "PRUNED": ("pruned", "KILLED"), "FAIL": ("failed", "FAILED"),
+_MLFLOW_STATE = {"COMPLETE": ("complete", "FINISHED"), "PRUNED": ("pruned", "FINISHED"), "FAIL": ("failed", "FAILED"),
                  "INTERRUPTED": ("interrupted", "KILLED")}  # FAIL "interrupted": it runs again on resume
 
 

@@ -254,3 +254,28 @@ def test_front_renderer_writes_what_the_views_write_and_survives_a_killed_helper
     finally:
         renderer.close()
     assert renderer.pid is None
+
+
+def test_the_knee_is_marked_on_the_front_and_in_the_table(records: list[TrialRecord]) -> None:
+    from nas.search.summary import front_rows, render_front
+
+    fig = pareto_figure(records, objectives=OBJECTIVES)
+    knee = [t for t in fig.data if t.name.startswith("knee")]
+    # front (energy, val_acc): #0 (1, 0.70), #3 (3, 0.90), #4 (8, 0.95); normalised sums 1, 0.49, 1
+    assert len(knee) == 1 and list(knee[0].customdata) == [3] and list(knee[0].x) == [3.0]
+    rows = front_rows(records, OBJECTIVES)
+    assert [r["trial"] for r in rows if r["knee"]] == [3]
+    table = render_front(rows)
+    assert "3 knee" in table and "best trade-off" in table
+
+
+def test_layer_panels_say_what_they_cannot_show_and_rank_the_costliest_layers() -> None:
+    rows = [{"name": f"layer{i}", "firing_rate": None, "energy_uj": float(i + 1)} for i in range(40)]
+    fig = layer_energy_figure({5: rows})
+    shares = next(t for t in fig.data if t.xaxis == "x2")
+    assert list(shares.y[:3]) == ["layer39", "layer38", "layer37"]  # costliest first
+    assert len(shares.y) == 13 and shares.y[-1] == "other (28 layers)"
+    assert sum(shares.x) == pytest.approx(1.0)
+    assert shares.showlegend is not False and shares.name == "trial 5"  # the legend names the trial
+    notes = [a.text for a in fig.layout.annotations]
+    assert any("no layer of these trials reports a firing rate" in n for n in notes)

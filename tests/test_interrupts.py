@@ -32,7 +32,7 @@ from nas.search.store import SearchLock, default_storage_url, default_tracking_u
 # What MLflow must say for each outcome the study records.
 EXPECTED_RUN = {
     ("COMPLETE", None): ("FINISHED", "complete"),
-    ("PRUNED", None): ("KILLED", "pruned"),
+    ("PRUNED", None): ("FINISHED", "pruned"),
     ("FAIL", "interrupted"): ("KILLED", "interrupted"),
 }
 

@@ -1,8 +1,8 @@
 """Every shipped image space runs a real 2-trial search on mnist, digits and a CIFAR-10-style folder.
 
-21 real searches (Ray, Optuna, MLflow and FFCV each), about 20 minutes on 2 cores, so not part of the
-default run: ``.venv/bin/python -m pytest -q -m manual tests/test_shipped_spaces_search.py``. Each space file is used as shipped (its ``sample``, ``build``,
-objectives), with one line appended that trains on a small subset for one epoch, so that the GPU-sized
+21 real searches (Ray, Optuna, MLflow and FFCV each), about 20 minutes on 2 cores, so not part of
+the default run: ``.venv/bin/python -m pytest -q -m manual tests/test_shipped_spaces_search.py``.
+Each space file is used as shipped (its ``sample``, ``build``, objectives), with one line appended that trains on a small subset for one epoch, so that the GPU-sized
 ``cifar_*`` spaces finish on a CPU.
 """
 

@@ -60,7 +60,7 @@ def test_child_params_tags_and_states_match_the_study(search: SyntheticSearch) -
     by_number = {int(r.data.tags["nas.trial_number"]): r for r in _runs(search) if "nas.trial_number" in r.data.tags}
     expected_status = {
         "COMPLETE": ("complete", "FINISHED"),
-        "PRUNED": ("pruned", "KILLED"),
+        "PRUNED": ("pruned", "FINISHED"),
         "FAIL": ("failed", "FAILED"),
     }
     for record in search.records:

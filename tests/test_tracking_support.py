@@ -61,12 +61,17 @@ def run_synthetic_search(
     tracking_uri: str | None = None,
     log_models: tuple[int, ...] = (),
     final_force: bool = True,
+    duplicates: tuple[int, ...] = (),
+    interrupted: tuple[int, ...] = (),
 ) -> SyntheticSearch:
     """Run a fake search: Optuna ask/tell for the study, the tracker API for MLflow, like the controller.
 
     Trial 2 (if any) is pruned after one epoch, trial 5 (if any) fails; the rest complete. Trials
     whose numbers are in ``log_models`` log a tiny torch model when they complete. ``final_force``:
     publish the front once more with ``force=True`` before ``finish_search`` (as the controller does).
+    Trials in ``duplicates`` are proposals that repeat trial 0, told its values as the searcher tells them
+    (``duplicate_of``, never trained, no MLflow run); trials in ``interrupted`` are cut off after one epoch
+    (FAIL ``interrupted``, as a stop leaves them).
     """
     from nas.tracking import MlflowTracker
 
@@ -96,20 +101,28 @@ def run_synthetic_search(
         depth = trial.suggest_int("depth", 1, 3)
         t = trial.suggest_int("time_steps", 1, 4)
         family = "snnmlp" if width < 32 else "mixer"
+        if trial.number in duplicates:
+            trial.set_user_attr("duplicate_of", 0)
+            study.tell(trial, list(study.trials[0].values))
+            continue
         attrs = {"family": family, "energy_profile": "45nm", "counting_policy": "sops-after-first-layer",
                  "time_steps": t}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         tracker.trial_started(trial.number, trial.params, attrs=attrs)
         history = []
-        last_epoch = 1 if trial.number == 2 else epochs
+        last_epoch = 1 if trial.number == 2 or trial.number in interrupted else epochs
         for epoch in range(1, last_epoch + 1):
             m = _metrics(width, depth, t, epoch, rng)
             history.append({"epoch": epoch, **m})
             tracker.trial_epoch(trial.number, m, step=epoch)
         trial.set_user_attr("history", history)
         final = {k: history[-1][k] for k in OBJECTIVES}
-        if trial.number == 2:
+        if trial.number in interrupted:
+            trial.set_user_attr("fail_reason", "interrupted")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            tracker.trial_finished(trial.number, "failed", reason="interrupted")
+        elif trial.number == 2:
             trial.set_user_attr("last_values", final)
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             tracker.trial_finished(trial.number, "pruned")

@@ -22,7 +22,7 @@ from nas.dashboards.views import (
     trial_rows,
 )
 from nas.search.pareto import default_reference, hypervolume, normalised_hypervolume
-from nas.search.records import TrialRecord
+from nas.search.records import TrialRecord, count_trials
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem 2rem; color: #222; }
@@ -94,7 +94,7 @@ def _table(rows: Sequence[Mapping[str, Any]], names: Sequence[str], *, table_id:
             note = "dropped by the proxy rung: never trained"
         cells = [
             str(r["number"]),
-            r["state"].lower(),
+            r["outcome"],
             *(_fmt(r["values"][n]) if n in r["values"] else "" for n in names),
             "" if r["rank"] is None else str(r["rank"]),
             r["family"] or "",
@@ -135,9 +135,7 @@ def write_report(
     rows = trial_rows(records, objectives)
     reference = _resolve_reference(rows, objectives, reference)
     front = [r for r in rows if r["pareto"]]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["state"].lower()] = counts.get(r["state"].lower(), 0) + 1
+    counts = count_trials(records)
     ranked = [r for r in rows if r["rank"] is not None]
     points = np.asarray([[r["values"][n] for n in names] for r in ranked], dtype=float).reshape(len(ranked), len(names))
     volume = hypervolume(points, list(objectives.values()), [reference[n] for n in names])
@@ -154,9 +152,8 @@ def write_report(
         f'<script type="text/javascript">{get_plotlyjs()}</script>',
         "</head><body>",
         f"<h1>{esc(title)}</h1>",
-        f'<p class="meta">{len(rows)} trials ('
-        + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        + f"); objectives: {esc(', '.join(f'{n} ({d})' for n, d in objectives.items()))}; "
+        f'<p class="meta" id="counts">{counts.done} trials done ({esc(counts.text())}); '
+        f"objectives: {esc(', '.join(f'{n} ({d})' for n, d in objectives.items()))}; "
         f"{volume_text} against reference "
         f"{esc(', '.join(f'{n}={_fmt(reference[n])}' for n in names))}; "
         f"written {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}.</p>",
@@ -176,7 +173,9 @@ def write_report(
     if reports:
         parts.append(_figure_div(layer_energy_figure(reports), "layers"))
     else:
-        parts.append('<p class="note">No per-layer energy report was recorded for the front\'s members.</p>')
+        parts.append('<p class="note">No per-layer energy report was recorded for the front\'s members: the report '
+                     'reads trials/&lt;n&gt;/energy.json, which a search keeps for each complete trial; '
+                     '<code>nas energy MODEL --checkpoint</code> measures one by hand.</p>')
     parts += ["<h2>All trials</h2>", _table(rows, names, table_id="trial-table"), "</body></html>"]
 
     out_dir = Path(out_dir)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from nas.search.pareto import hypervolume_history, normalised_hypervolume, ranks_of
-from nas.search.records import COMPLETE, DUPLICATE, PRUNED, TrialRecord, completion_order
+from nas.search.pareto import hypervolume_history, knee_index, normalised_hypervolume, ranks_of
+from nas.search.records import COMPLETE, DUPLICATE, PRUNED, TrialRecord, completion_order, outcome_of
 
 _SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon", "pentagon"]
 _MPL_MARKERS = ["o", "s", "D", "^", "P", "X", "*", "h", "p"]
@@ -76,9 +76,10 @@ def trial_rows(
 ) -> list[dict[str, Any]]:
     """One dict per trial (ordered by number) with what every view shows; duplicates (never trained) left out.
 
-    Keys: ``number``, ``state``, ``values`` ({objective: value}: final values of complete trials,
-    last-epoch values of pruned ones, empty otherwise), ``rank`` (non-dominated rank or None),
-    ``pareto`` (bool), ``feasible``, ``family``, ``time_steps``, ``params``, ``fail_reason``, ``proxy_score``
+    Keys: ``number``, ``state``, ``outcome`` (``nas.search.records.outcome_of``), ``values`` ({objective:
+    value}: final values of complete trials, last-epoch values of pruned ones, empty otherwise), ``rank``
+    (non-dominated rank or None), ``pareto`` (bool), ``feasible``, ``family``, ``time_steps``, ``params``,
+    ``fail_reason``, ``proxy_score``
     (rung 0's training-free score, ``None`` without a proxy rung or where it is undefined).
     ``ranks``: the result of ``ranks_of(records, objectives)`` when the caller has it already.
     Every view below accepts these rows as ``rows=`` so that one refresh sorts the study once.
@@ -102,6 +103,7 @@ def trial_rows(
             {
                 "number": r.number,
                 "state": r.state,
+                "outcome": outcome_of(r),
                 "values": values,
                 "rank": rank,
                 "pareto": rank == 0,
@@ -117,7 +119,7 @@ def trial_rows(
 
 
 def _hover(row: Mapping[str, Any], names: Sequence[str]) -> str:
-    head = f"<b>trial {row['number']}</b> ({row['state'].lower()}"
+    head = f"<b>trial {row['number']}</b> ({row['outcome']}"
     head += ", Pareto front)" if row["pareto"] else (f", rank {row['rank']})" if row["rank"] is not None else ")")
     lines = [head]
     lines.append(f"family {row['family'] or '-'} · T={row['time_steps'] if row['time_steps'] is not None else '-'}")
@@ -195,6 +197,24 @@ def pareto_figure(
             )
         )
     front = sorted((r for r in complete if r["pareto"]), key=lambda r: r["values"][x])
+    knee = knee_row(front, objectives)  # drawn under the front, whose trace stays the last one
+    if knee is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[knee["values"][x]],
+                y=yvals([knee]),
+                mode="markers+text",
+                name=f"knee (#{knee['number']}): the best trade-off",
+                # an open symbol is outlined in the marker's colour
+                marker={"color": "#d62728", "symbol": "star-open", "size": 28, "line": {"width": 2.5}},
+                text=["knee"],
+                textposition="bottom center",
+                textfont={"color": "#d62728"},
+                hovertext=[_hover(knee, names)],
+                hoverinfo="text",
+                customdata=[knee["number"]],
+            )
+        )
     if front:
         fig.add_trace(
             go.Scatter(
@@ -226,6 +246,16 @@ def pareto_figure(
         legend={"groupclick": "toggleitem"},
     )
     return fig
+
+
+def knee_row(front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> Mapping[str, Any] | None:
+    """The front's knee among rows of ``trial_rows`` (``nas.search.pareto.knee_index``), or None for no front."""
+    names = list(objectives)
+    front = [r for r in front if all(n in r["values"] for n in names)]
+    if not front:
+        return None
+    points = np.asarray([[float(r["values"][n]) for n in names] for r in front], dtype=float)
+    return front[knee_index(points, list(objectives.values()))]
 
 
 def pareto_csv(
@@ -304,6 +334,10 @@ def pareto_png(
             for r in front[:40]:  # beyond that the labels only cover each other
                 ax.annotate(f"#{r['number']}", (r["values"][x], yv(r)), textcoords="offset points", xytext=(4, 5),
                             fontsize=8)
+            knee = knee_row(front, objectives)
+            if knee is not None:
+                ax.scatter([knee["values"][x]], [yv(knee)], marker="*", s=420, facecolors="none",
+                           edgecolors="#d62728", linewidths=1.8, zorder=5, label=f"knee (#{knee['number']})")
         ax.set_xlabel(x)
         ax.set_ylabel(y or "trial number")
         ax.set_title(title or f"Pareto front ({len(front)} of {len(complete)} complete trials)")
@@ -470,6 +504,9 @@ def _first(row: Mapping[str, Any], keys: Sequence[str]) -> Any:
     return None
 
 
+LAYERS_SHOWN = 12  # layers per trial in the energy-share panel; the rest are summed as "other"
+
+
 def layer_energy_figure(layer_reports: Mapping[int, Sequence[Mapping[str, Any]]], *, title: str | None = None
                         ) -> go.Figure:
     """Per-layer firing rates and energy shares of some trials (usually the front's members).
@@ -478,12 +515,16 @@ def layer_energy_figure(layer_reports: Mapping[int, Sequence[Mapping[str, Any]]]
     layer name (``layer`` or ``name``) and may carry ``firing_rate`` (spiking layers) and an
     energy (``energy_share`` or ``share`` in 0..1, or ``energy_uj`` / ``energy_pj`` / ``energy``, turned into a
     share of the trial's total). Layers without a firing rate (MAC-counted) are left out of the
-    firing-rate panel only. The rows of ``nas.energy.EnergyReport.to_dict()["per_layer"]`` fit as they are.
+    firing-rate panel only; when no layer has one, the panel says so. The share panel lists each trial's
+    ``LAYERS_SHOWN`` costliest layers, costliest first, and sums the rest as "other". The legend names
+    the trials. The rows of ``nas.energy.EnergyReport.to_dict()["per_layer"]`` fit as they are.
     """
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("firing rate per layer", "share of the energy per layer"),
                         horizontal_spacing=0.12)
+    any_rate = False
+    shown_layers = 0
     for i, number in enumerate(sorted(layer_reports)):
         colour = _COLOURS[i % len(_COLOURS)]  # one colour per trial in both panels
         rows = list(layer_reports[number])
@@ -492,9 +533,10 @@ def layer_energy_figure(layer_reports: Mapping[int, Sequence[Mapping[str, Any]]]
             raise ValueError(f"layer report of trial {number}: every row needs a 'layer' or 'name' key")
         fr = [(n, float(r["firing_rate"])) for n, r in zip(names, rows, strict=True) if r.get("firing_rate") is not None
               ]
+        any_rate = any_rate or bool(fr)
         fig.add_trace(
             go.Bar(x=[n for n, _ in fr], y=[v for _, v in fr], name=f"trial {number}", legendgroup=str(number),
-                   marker_color=colour),
+                   marker_color=colour, showlegend=False),
             row=1,
             col=1,
         )
@@ -505,16 +547,26 @@ def layer_energy_figure(layer_reports: Mapping[int, Sequence[Mapping[str, Any]]]
             energies = [float(_first(r, _ENERGY_KEYS) or 0.0) for r in rows]
             total = sum(energies)
             shares = [e / total if total > 0 else 0.0 for e in energies]
+        ranked = sorted(zip(names, shares, strict=True), key=lambda item: -item[1])
+        top, rest = ranked[:LAYERS_SHOWN], ranked[LAYERS_SHOWN:]
+        if rest:
+            top.append((f"other ({len(rest)} layers)", sum(share for _, share in rest)))
+        shown_layers = max(shown_layers, len(top))
         fig.add_trace(
-            go.Bar(x=shares, y=names, orientation="h", name=f"trial {number}", legendgroup=str(number),
-                   showlegend=False, marker_color=colour),
+            go.Bar(x=[share for _, share in top], y=[name for name, _ in top], orientation="h", name=f"trial {number}",
+                   legendgroup=str(number), marker_color=colour),
             row=1,
             col=2,
         )
+    if layer_reports and not any_rate:
+        fig.add_annotation(text="no layer of these trials reports a firing rate:<br>every layer is MAC-counted "
+                                "(real-valued inputs),<br>so there are no spikes to count",
+                           xref="x domain", yref="y domain", x=0.5, y=0.5, showarrow=False, row=1, col=1)
     fig.update_layout(title=title or "Firing rates and energy shares of the front's members", barmode="group",
-                      template="plotly_white", height=450 + 12 * max((len(v) for v in layer_reports.values()),
-                                                                    default=0))
+                      template="plotly_white", height=450 + 14 * shown_layers * max(1, len(layer_reports)),
+                      legend_title_text="trial")
     fig.update_xaxes(tickformat=".0%", row=1, col=2)
+    fig.update_yaxes(autorange="reversed", row=1, col=2)  # costliest layer on top
     return fig
 
 
@@ -527,22 +579,25 @@ def write_front_artifacts(
     title: str,
     ranks: Mapping[int, int] | None = None,
     history: Sequence[float] | None = None,
+    interactive: bool = True,
 ) -> list[Path]:
-    """Write the front's files of a search into ``folder``: ``pareto.html`` (plotly inlined),
-    ``pareto.png``, ``pareto.csv`` and ``hypervolume.html``; returns their paths.
+    """Write the front's files of a search into ``folder``: ``pareto.png``, ``pareto.csv`` and, when
+    ``interactive``, ``pareto.html`` and ``hypervolume.html`` (plotly inlined); returns their paths.
 
-    The study is ranked once for all four (``ranks`` if the caller has them);
-    ``history`` as in ``hypervolume_figure``.
+    The study is ranked once for all (``ranks`` if the caller has them); ``history`` as in
+    ``hypervolume_figure``.
     """
     folder = Path(folder)
     rows = trial_rows(records, objectives, ranks=ranks)
-    out = [folder / "pareto.html", folder / "pareto.png", folder / "pareto.csv", folder / "hypervolume.html"]
-    pareto_figure(records, objectives=objectives, title=title, rows=rows).write_html(
-        out[0], include_plotlyjs=True, full_html=True
-    )
-    pareto_png(records, objectives=objectives, path=out[1], title=title, rows=rows)
-    out[2].write_text(pareto_csv(records, objectives=objectives, rows=rows))
-    hypervolume_figure(records, objectives=objectives, reference=reference, history=history).write_html(
-        out[3], include_plotlyjs=True, full_html=True
-    )
+    out = [folder / "pareto.png", folder / "pareto.csv"]
+    pareto_png(records, objectives=objectives, path=out[0], title=title, rows=rows)
+    out[1].write_text(pareto_csv(records, objectives=objectives, rows=rows))
+    if interactive:
+        out += [folder / "pareto.html", folder / "hypervolume.html"]
+        pareto_figure(records, objectives=objectives, title=title, rows=rows).write_html(
+            out[2], include_plotlyjs=True, full_html=True
+        )
+        hypervolume_figure(records, objectives=objectives, reference=reference, history=history).write_html(
+            out[3], include_plotlyjs=True, full_html=True
+        )
     return out

@@ -1,4 +1,5 @@
-"""The names a user picks a search's sampler and scheduler by, spelled once (no heavy imports)."""
+"""The names a user picks a search's sampler and scheduler (and an export's formats) by, spelled once (no heavy
+imports)."""
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 DEFAULT_SAMPLER = "tpe"
@@ -15,3 +16,6 @@ PROXIES = ("none", "sahd")
 DEFAULT_PROXY = "none"
 PROXY_RULES = ("top", "front")
 DEFAULT_PROXY_RULE = "top"
+
+# What ``nas export`` writes per model (``--format``, comma-separated).
+EXPORT_FORMATS = ("torchscript", "state_dict", "onnx")

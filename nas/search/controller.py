@@ -37,7 +37,7 @@ from nas.search.choices import (
     SAMPLERS,
     SCHEDULERS,
 )
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from_study
+from nas.search.records import COMPLETE, FAIL, METRICS, PRUNED, TrialRecord, records_from_study
 from nas.search.reference import BASIS as REFERENCE_BASIS
 
 log = logging.getLogger(__name__)
@@ -282,8 +282,8 @@ def prepare_search(options: SearchOptions,
             "trials": trials,
             "epochs": epochs,
             "dataset": dataset,
-            "storage": store.mask(storage_url),
-            "tracking_uri": store.mask(tracking_uri),
+            "storage": store.portable_url(store.mask(storage_url), root),
+            "tracking_uri": store.portable_url(store.mask(tracking_uri), root),
             "objectives": dict(space.objectives),
             "space_hash": space.source_hash,
             "resume": False,
@@ -382,8 +382,7 @@ def _space_reference(space: Any, data_src: str | None) -> dict[str, float]:
                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
 
-REPORTED_METRICS = ("val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps", "train_loss",
-                    "epoch_seconds")
+REPORTED_METRICS = tuple(m for m in METRICS if m != "lr")  # what an objective or constraint may name
 
 
 def _check_metrics(space: Any) -> None:
@@ -406,11 +405,14 @@ def _merge_saved(options: SearchOptions, saved: dict[str, Any]) -> SearchOptions
     merged.yes = options.yes
     if options.address:
         merged.address = options.address
-    merged.storage = options.storage or store.resolve_storage_url(saved)
+    merged.root = options.root  # where the run folder is now, not where it was launched
+    merged.storage = options.storage or store.resolve_storage_url(saved, root=options.root)
     if options.tracking_uri:
         merged.tracking_uri = options.tracking_uri
     elif saved.get("tracking_uri") and "***" in saved["tracking_uri"]:
         raise NasError(f"search {options.name!r} logs to a password-protected MLflow server; pass --tracking-uri")
+    elif merged.tracking_uri:
+        merged.tracking_uri = store.located_url(merged.tracking_uri, options.root)
     merged.space = str(Path(saved.get("space", "")))
     return merged
 
@@ -742,8 +744,7 @@ class _Bookkeeper:
         self._notify_now("update_front", records, reference=reference, history=values, force=force)
 
 
-_TRACKED_METRICS = ("epoch", "train_loss", "val_acc", "energy_uj", "sops", "macs", "firing_rate", "params",
-                    "time_steps", "epoch_seconds", "lr")
+_TRACKED_METRICS = ("epoch", *METRICS)
 
 
 def _error_reason(trial: Any) -> str:

@@ -1,36 +1,55 @@
-"""The live view of a running search: one compact panel instead of a wall of Ray logs."""
+"""The live view of a running search: one panel instead of a wall of Ray logs.
+
+On a terminal: a progress bar with the time left, the trials running now (epoch and latest metrics),
+the counts (``nas.search.records.count_trials`` vocabulary), the best values and the normalised
+hypervolume. Elsewhere (CI, pipes, log files): one line per event (a trial starts, reports an epoch,
+ends). Either way the run folder and the commands to browse it are printed first.
+"""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
 
-from nas.search.records import COMPLETE, FAIL, PRUNED, TrialRecord
+from nas.search.records import COMPLETE, INTERRUPTED, TrialRecord, outcome_of
 
 
 class LiveView:
     """A search listener that keeps one status panel up to date.
 
     On a terminal it redraws a rich panel in place; elsewhere (CI, pipes) it prints one line per
-    finished trial, so logs stay readable.
+    event (a trial starts, reports an epoch, ends), so logs stay readable. ``root`` prints where the
+    results go and how to browse them first; ``records`` are the trials an earlier run of the search
+    finished (a resume), counted but not used for the time left.
     """
 
     def __init__(self, name: str, *, total_trials: int, objectives: dict[str, str], stream: TextIO | None = None,
-                 live: bool | None = None) -> None:
+                 live: bool | None = None, root: str | None = None, epochs: int | None = None,
+                 records: Sequence[TrialRecord] = ()) -> None:
         self.name = name
         self.total = total_trials
         self.objectives = objectives
         self.stream = stream or sys.stdout
+        self.epochs = epochs
         self.started = time.monotonic()
         self.running: set[int] = set()
+        self.latest: dict[int, dict[str, Any]] = {}  # running trial -> its last epoch's metrics
         self._outcomes: dict[int, str] = {}  # trial number -> complete / pruned / failed
+        self._count(records)  # what an earlier run finished (a resume): counted, not timed
+        self._already_done = len(self._outcomes)
         self.best_acc: float | None = None
         self.min_energy: float | None = None
         self.front_size = 0
         self.hypervolume: float | None = None
         self._live = None
+        if root is not None:
+            print(f"search {name}: results in {root}/{name}; browse them with: nas ui --root {root}   |   "
+                  f"nas dashboard {name} --root {root}", file=self.stream)
+            print(f"starting Ray and the first trials ({total_trials} trials in all) ...", file=self.stream,
+                  flush=True)
         use_live = live if live is not None else self.stream.isatty()
         if use_live:
             from rich.console import Console
@@ -43,17 +62,29 @@ class LiveView:
     def trial_started(self, number: int, params: dict[str, Any], *, attrs: dict[str, Any]) -> None:
         """A trial began running."""
         self.running.add(number)
+        self.latest[number] = {"epoch": 0, "since": time.monotonic()}
+        if self._live is None:
+            shown = ", ".join(f"{k}={v}" for k, v in params.items())
+            print(f"[{self._elapsed()}] trial {number} started ({shown})", file=self.stream, flush=True)
         self._refresh()
 
     def trial_epoch(self, number: int, metrics: dict[str, float], step: int) -> None:
         """A trial reported an epoch."""
+        entry = self.latest.setdefault(number, {"since": time.monotonic()})
+        entry.update(metrics)
+        entry["epoch"] = step
+        if self._live is None:
+            of = f"/{self.epochs}" if self.epochs else ""
+            print(f"[{self._elapsed()}] trial {number} epoch {step}{of}{_metrics_text(metrics)}", file=self.stream,
+                  flush=True)
         self._refresh()
 
     def trial_finished(self, number: int, state: str, *, reason: str | None = None,
                        final_metrics: dict | None = None) -> None:
         """A trial ended (complete, pruned or failed); an interrupted one runs again and is not counted."""
         self.running.discard(number)
-        if reason == "interrupted":
+        self.latest.pop(number, None)
+        if reason == INTERRUPTED:
             self._outcomes.pop(number, None)
             state = "interrupted"
             reason = None
@@ -66,7 +97,8 @@ class LiveView:
             detail = f" ({reason})" if reason else ""
             acc_text = f" val_acc={acc:.4f}" if isinstance(acc, float) else ""
             energy_text = f" energy_uj={energy:.4g}" if isinstance(energy, float) else ""
-            print(f"[{self._elapsed()}] trial {number} {state}{detail}{acc_text}{energy_text}  "
+            hv_text = f"  hypervolume {self.hypervolume:.4f}" if self.hypervolume is not None else ""
+            print(f"[{self._elapsed()}] trial {number} {state}{detail}{acc_text}{energy_text}{hv_text}  "
                   f"done {self.done}/{self.total}", file=self.stream, flush=True)
         self._refresh()
 
@@ -84,18 +116,18 @@ class LiveView:
         self.best_acc = max(accs) if accs else None
         self.min_energy = min(energies) if energies else None
         self.front_size = len(front_of(records, self.objectives))
+        self._count(records)
+        self._refresh()
+
+    def _count(self, records: Sequence[TrialRecord]) -> None:
         # The study may be ahead of the trial_finished events still queued: keyed by trial number,
         # a trial counts once whichever arrives first.
         for r in records:
-            if r.state == COMPLETE:
-                self._outcomes[r.number] = "complete"
-            elif r.state == PRUNED:
-                self._outcomes[r.number] = "pruned"
-            elif r.state == FAIL and r.fail_reason != "interrupted":
-                self._outcomes[r.number] = "failed"
-            elif r.state == FAIL:  # interrupted trials run again
+            outcome = outcome_of(r)
+            if outcome in ("complete", "pruned", "failed"):
+                self._outcomes[r.number] = outcome
+            else:  # interrupted trials run again; duplicates were never trained
                 self._outcomes.pop(r.number, None)
-        self._refresh()
 
     def close(self) -> None:
         """Stop redrawing."""
@@ -121,29 +153,59 @@ class LiveView:
         seconds = int(time.monotonic() - self.started)
         return f"{seconds // 60:d}:{seconds % 60:02d}"
 
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the pace of the trials finished in this run (None before the first one)."""
+        finished_here = self.done - self._already_done
+        if finished_here <= 0:
+            return None
+        per_trial = (time.monotonic() - self.started) / finished_here
+        return max(0, self.total - self.done) * per_trial
+
     def _eta(self) -> str:
-        if not self.done:
-            return "?"
-        per_trial = (time.monotonic() - self.started) / self.done
-        left = max(0, self.total - self.done) * per_trial
-        return f"~{int(left // 60)}:{int(left % 60):02d}"
+        left = self.eta_seconds()
+        return "?" if left is None else f"~{int(left // 60)}:{int(left % 60):02d}"
 
     def _render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
         from rich.table import Table
 
-        table = Table(title=f"nas search {self.name}", show_header=False, box=None)
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(ProgressBar(total=max(self.total, 1), completed=min(self.done, self.total), width=40),
+                    f"{self.done}/{self.total} trials", f"{self._elapsed()} elapsed, {self._eta()} left")
+        parts: list[Any] = [bar]
+        if self.running:
+            running = Table(title="running", title_justify="left", box=None, padding=(0, 2))
+            for column in ("trial", "epoch", *self.objectives, "for"):
+                running.add_column(column, justify="right")
+            for number in sorted(self.running):
+                entry = self.latest.get(number, {})
+                of = f"/{self.epochs}" if self.epochs else ""
+                seconds = int(time.monotonic() - entry.get("since", self.started))
+                running.add_row(str(number), f"{entry.get('epoch', 0)}{of}",
+                                *(_fmt(entry.get(name), ".4g") for name in self.objectives),
+                                f"{seconds // 60}:{seconds % 60:02d}")
+            parts.append(running)
+        table = Table(show_header=False, box=None)
         table.add_row("trials", f"{len(self.running)} running, {self.counts['complete']} complete, "
                       f"{self.counts['pruned']} pruned, {self.counts['failed']} failed, of {self.total}")
         table.add_row("best val_acc", _fmt(self.best_acc, ".4f"))
         table.add_row("lowest energy_uj", _fmt(self.min_energy, ".4g"))
         table.add_row("front", f"{self.front_size} architectures, hypervolume {_fmt(self.hypervolume, '.4f')} "
                       "of the reference box")
-        table.add_row("time", f"{self._elapsed()} elapsed, {self._eta()} left")
-        return table
+        parts.append(table)
+        from rich.panel import Panel
+
+        return Panel(Group(*parts), title=f"nas search {self.name}", expand=False)
 
     def _refresh(self) -> None:
         if self._live is not None:
             self._live.update(self._render())
+
+
+def _metrics_text(metrics: dict[str, Any]) -> str:
+    shown = [(k, metrics[k]) for k in ("val_acc", "energy_uj", "train_loss") if isinstance(metrics.get(k), float)]
+    return "".join(f" {k}={v:.4g}" for k, v in shown)
 
 
 def _fmt(value: float | None, spec: str) -> str:

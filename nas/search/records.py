@@ -41,6 +41,20 @@ WAITING = "WAITING"
 DUPLICATE = "DUPLICATE"
 DROPPED = "DROPPED"
 
+# The metrics a trial reports each epoch (besides ``epoch``), under the names every room uses.
+METRICS = ("val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps", "train_loss",
+           "epoch_seconds", "lr")
+
+# The fail reason of a trial cut off by a stop (Ctrl-C, SIGTERM, the time budget, a killed controller);
+# its architecture runs again, as a new trial, on resume.
+INTERRUPTED = "interrupted"
+
+# What became of a trial: the one vocabulary of ``nas status``, ``nas report``, MLflow (tag ``nas.state``),
+# the live view and the summary of a search. ``complete``, ``pruned`` and ``failed`` count toward the
+# trial budget; ``interrupted`` trials run again; ``duplicate`` proposals and those the proxy rung
+# ``dropped`` were never trained.
+OUTCOMES = ("complete", "pruned", "failed", "interrupted", "duplicate", "dropped", "running", "waiting")
+
 
 @dataclass
 class TrialRecord:
@@ -73,6 +87,54 @@ class TrialRecord:
     def last_metrics(self) -> dict[str, Any]:
         """The metrics of the last epoch the trial reported (empty if none)."""
         return dict(self.history[-1]) if self.history else {}
+
+
+def outcome_of(record: TrialRecord) -> str:
+    """What became of a trial, one of ``OUTCOMES``."""
+    if record.state == FAIL:
+        return "interrupted" if record.fail_reason == INTERRUPTED else "failed"
+    return {COMPLETE: "complete", PRUNED: "pruned", DUPLICATE: "duplicate", DROPPED: "dropped",
+            RUNNING: "running"}.get(record.state, "waiting")
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """How many trials of a search ended each way (``OUTCOMES``); every view reports these numbers."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    interrupted: int = 0
+    duplicate: int = 0
+    dropped: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def done(self) -> int:
+        """Trials that used up the budget: complete, pruned or failed."""
+        return self.complete + self.pruned + self.failed
+
+    def as_dict(self) -> dict[str, int]:
+        """{outcome: count} in the order of ``OUTCOMES``."""
+        return {name: getattr(self, name) for name in OUTCOMES}
+
+    def text(self) -> str:
+        """``6 complete, 10 pruned, 0 failed`` plus any interrupted, duplicate, dropped, running or waiting trials."""
+        always = ("complete", "pruned", "failed")
+        parts = [f"{getattr(self, n)} {n}" for n in always]
+        labels = {"interrupted": "interrupted (run again)", "duplicate": "duplicate (not trained)",
+                  "dropped": "dropped by the proxy rung (not trained)"}
+        parts += [f"{getattr(self, n)} {labels.get(n, n)}" for n in OUTCOMES if n not in always and getattr(self, n)]
+        return ", ".join(parts)
+
+
+def count_trials(records: Sequence[TrialRecord]) -> TrialCounts:
+    """Count a search's trials by outcome (``outcome_of``)."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for record in records:
+        counts[outcome_of(record)] += 1
+    return TrialCounts(**counts)
 
 
 def records_from_study(study: Any) -> list[TrialRecord]:

@@ -4,7 +4,9 @@ Run-folder layout (``--root``, default ``./nas-runs``)::
 
     <root>/optuna.db          Optuna RDB storage (SQLite default; one study per search name)
     <root>/mlflow.db          MLflow tracking store (SQLite default), artifacts in <root>/mlartifacts/
-    <root>/<name>/search.json the options the search was launched with (secrets masked)
+    <root>/<name>/search.json the options the search was launched with (secrets masked; the SQLite files
+                              of the run folder as sqlite:///{run_folder}/..., so a copied or moved folder
+                              works from its new place)
     <root>/<name>/space.py    a copy of the search-space file
     <root>/<name>/trials/<n>/ final weights and metrics of finished trials
     <root>/<name>/ray/        Ray Tune's experiment folders (unless --storage-path)
@@ -48,6 +50,30 @@ def check_name(name: str, what: str = "--name") -> str:
     if len(name) > NAME_MAX:
         raise NasError(f"{what} is {len(name)} characters long; a search name has at most {NAME_MAX}")
     return name
+
+
+# search.json writes a SQLite file inside the run folder with this in place of the folder's path, so a run
+# folder that is copied or moved keeps working from its new place (``--root NEW``).
+RUN_FOLDER = "{run_folder}"
+
+
+def portable_url(url: str, root: str | Path) -> str:
+    """``url`` as ``search.json`` keeps it: a SQLite file inside the run folder relative to it (``RUN_FOLDER``)."""
+    if not url.startswith("sqlite:///"):
+        return url
+    path = Path(url.removeprefix("sqlite:///"))
+    try:
+        inside = path.resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return url
+    return f"sqlite:///{RUN_FOLDER}/{inside.as_posix()}"
+
+
+def located_url(url: str, root: str | Path) -> str:
+    """The real URL of a ``search.json`` URL: ``RUN_FOLDER`` replaced by the run folder's absolute path."""
+    if not url.startswith(f"sqlite:///{RUN_FOLDER}/"):
+        return url
+    return f"sqlite:///{Path(root).resolve() / url.removeprefix(f'sqlite:///{RUN_FOLDER}/')}"
 
 
 def default_storage_url(root: Path) -> str:
@@ -221,12 +247,15 @@ def read_options(search_dir: Path) -> dict[str, Any]:
         raise NasError(f"{path}: corrupt ({error})") from None
 
 
-def resolve_storage_url(options: dict[str, Any], override: str | None = None) -> str:
-    """The real storage URL of a search: the override, ``$NAS_STORAGE`` or the stored one.
+def resolve_storage_url(options: dict[str, Any], override: str | None = None, root: str | Path | None = None) -> str:
+    """The real storage URL of a search: the override, ``$NAS_STORAGE`` or the stored one (a SQLite file of
+    the run folder found in ``root``, where the folder is now).
 
     A URL with a password is stored masked, so reopening such a search needs the URL again.
     """
     url = override or options.get("storage")
+    if url and root is not None:
+        url = located_url(url, root)
     if url and "***" in url:
         url = os.environ.get(STORAGE_ENV)
         if not url:
@@ -250,6 +279,7 @@ class SearchHandle:
     storage_url: str
     objectives: dict[str, str] = field(default_factory=dict)
     reference: dict[str, float] = field(default_factory=dict)
+    tracking_override: str | None = None
 
     @property
     def records(self) -> list[TrialRecord]:
@@ -263,8 +293,13 @@ class SearchHandle:
 
     @property
     def tracking_uri(self) -> str:
-        """The MLflow tracking URI the search logged to."""
-        return self.options.get("tracking_uri") or default_tracking_uri(self.root)
+        """The MLflow tracking URI the search logged to (``--tracking-uri`` when given to the command)."""
+        if self.tracking_override:
+            return self.tracking_override
+        stored = self.options.get("tracking_uri")
+        if stored and "***" in stored:
+            raise NasError(f"search {self.name!r} logs to a password-protected MLflow server; pass --tracking-uri")
+        return located_url(stored, self.root) if stored else default_tracking_uri(self.root)
 
     @property
     def hypervolume(self) -> float | None:
@@ -285,10 +320,12 @@ class SearchHandle:
         return self.search_dir / "trials" / str(number)
 
 
-def open_search(root: str | Path, name: str, *, storage: str | None = None, read_only: bool = True) -> SearchHandle:
+def open_search(root: str | Path, name: str, *, storage: str | None = None, tracking_uri: str | None = None,
+                read_only: bool = True) -> SearchHandle:
     """Open the search ``name`` of a run folder (one clear error when it does not exist).
 
-    Read-only by default: looking at a search never writes to its storage.
+    ``storage`` and ``tracking_uri`` replace what ``search.json`` recorded. Read-only by default: looking
+    at a search never writes to its storage.
     """
     import optuna
 
@@ -301,7 +338,7 @@ def open_search(root: str | Path, name: str, *, storage: str | None = None, read
         hint = f"; searches in {root}: {', '.join(known)}" if known else f"; {root} holds no search"
         raise NasError(f"unknown search {name!r}{hint}")
     options = read_options(search_dir)
-    url = resolve_storage_url(options, storage)
+    url = resolve_storage_url(options, storage, root)
     store = open_storage(url, read_only=read_only)
     try:
         study = optuna.load_study(study_name=name, storage=store)
@@ -317,6 +354,7 @@ def open_search(root: str | Path, name: str, *, storage: str | None = None, read
         storage_url=url,
         objectives=dict(attrs.get("objectives") or options.get("objectives") or {}),
         reference={k: float(v) for k, v in (attrs.get("reference") or {}).items()},
+        tracking_override=tracking_uri,
     )
 
 
@@ -335,6 +373,14 @@ def list_search_names(root: str | Path) -> list[str]:
         return []
     dirs = [p for p in root.iterdir() if (p / OPTIONS_FILE).is_file()]
     return [p.name for p in sorted(dirs, key=lambda p: (p / OPTIONS_FILE).stat().st_mtime)]
+
+
+def newest_search_name(root: str | Path) -> str:
+    """The name of the newest search of a run folder (what a command does when no name is given)."""
+    names = list_search_names(root)
+    if not names:
+        raise NasError(f"no search in {root}; run nas launch first, or pass --root or a search name")
+    return names[-1]
 
 
 def study_exists_at(url: str, name: str) -> bool:

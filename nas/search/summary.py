@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from nas.search.records import COMPLETE, TrialRecord
+from nas.search.records import COMPLETE, TrialRecord, count_trials
 
 FRONT_COLUMNS = ("trial", "family", "val_acc", "energy_uj", "sops", "time_steps", "params")
 
 
+def knee_of(front: list[TrialRecord], objectives: dict[str, str]) -> TrialRecord | None:
+    """The knee of a front (``nas.search.pareto.knee_index``), or None for an empty front."""
+    import numpy as np
+
+    from nas.search.pareto import knee_index
+
+    if not front:
+        return None
+    points = np.asarray([[float(r.values[m]) for m in objectives] for r in front], dtype=float)
+    return front[knee_index(points, list(objectives.values()))]
+
+
 def front_rows(records: list[TrialRecord], objectives: dict[str, str]) -> list[dict[str, Any]]:
-    """One row per front member, sorted by the first objective (best first)."""
+    """One row per front member, sorted by the first objective (best first); ``knee`` is True for the knee."""
     from nas.search.pareto import front_of
 
     front = front_of(records, objectives)
     first, mode = next(iter(objectives.items()))
     front.sort(key=lambda r: r.values[first], reverse=(mode == "max"))
+    knee = knee_of(front, objectives)
     rows = []
     for record in front:
         last = record.last_metrics
@@ -30,6 +44,7 @@ def front_rows(records: list[TrialRecord], objectives: dict[str, str]) -> list[d
         }
         for name, value in record.values.items():
             row.setdefault(name, value)
+        row["knee"] = record is knee
         row["architecture"] = dict(record.params)
         rows.append(row)
     return rows
@@ -45,35 +60,33 @@ def _cell(value: Any) -> str:
 
 def render_front(rows: list[dict[str, Any]], title: str = "Pareto front") -> str:
     """The front as a text table (rich), key architecture params in the last column."""
-    from io import StringIO
-
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    extra = [k for k in (rows[0] if rows else {}) if k not in FRONT_COLUMNS and k != "architecture"]
+    table = Table(title=title, caption="knee: the front's best trade-off (nas export --knee)" if rows else None)
+    extra = [k for k in (rows[0] if rows else {}) if k not in FRONT_COLUMNS and k not in ("architecture", "knee")]
     for column in (*FRONT_COLUMNS, *extra, "architecture"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in (*FRONT_COLUMNS, *extra, "architecture")))
-    buffer = StringIO()
-    Console(file=buffer, width=160).print(table)
-    return buffer.getvalue()
+        cells = [_cell(row.get(c)) for c in (*FRONT_COLUMNS, *extra, "architecture")]
+        if row.get("knee"):
+            cells[0] += " knee"
+        table.add_row(*cells)
+    return _printed(table)
 
 
 def status_row(name: str, records: list[TrialRecord], options: dict[str, Any],
                hypervolume: float | None = None) -> dict[str, Any]:
-    """One line of ``nas status``: counts by state, the best values and the normalised hypervolume."""
+    """One line of ``nas status``: trials done of the budget, counts by outcome (``count_trials``), the best
+    values and the normalised hypervolume."""
     complete = [r for r in records if r.state == COMPLETE and r.values]
     accs = [r.values.get("val_acc") for r in complete if r.values.get("val_acc") is not None]
     energies = [r.values.get("energy_uj") for r in complete if r.values.get("energy_uj") is not None]
+    counts = count_trials(records)
     return {
         "search": name,
-        "space": options.get("space", "-"),
-        "trials": f"{len(complete)}/{options.get('trials', '?')}",
-        "pruned": sum(r.state == "PRUNED" for r in records),
-        "failed": sum(r.state == "FAIL" and r.fail_reason != "interrupted" for r in records),
-        "running": sum(r.state == "RUNNING" for r in records),
+        "space": Path(str(options.get("space", "-"))).name,
+        "done": f"{counts.done}/{options.get('trials', '?')}",
+        **{k: v for k, v in counts.as_dict().items() if k != "waiting"},
         "best_val_acc": max(accs) if accs else None,
         "min_energy_uj": min(energies) if energies else None,
         "hypervolume": hypervolume,
@@ -82,18 +95,49 @@ def status_row(name: str, records: list[TrialRecord], options: dict[str, Any],
 
 
 def render_rows(rows: list[dict[str, Any]], title: str) -> str:
-    """Any list of flat dicts as a text table."""
+    """Any list of flat dicts as a text table; one ``field | value`` block per row when the table would not fit
+    the terminal's width without cutting its cells."""
+    from rich.table import Table
+
+    columns = list(rows[0]) if rows else []
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    natural = 1 + sum(3 + max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns))
+    if natural <= table_width() or not rows:
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in cells:
+            table.add_row(*row)
+        return _printed(table)
+    blocks = []
+    for row in cells:
+        table = Table(title=title if not blocks else None, show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for column, value in zip(columns, row, strict=True):
+            table.add_row(column, value)
+        blocks.append(_printed(table))
+    return "".join(blocks)
+
+
+def table_width() -> int:
+    """Columns for the CLI's tables: the terminal's width, ``$COLUMNS``, or 160 when output is not a terminal."""
+    import os
+    import shutil
+    import sys
+
+    if os.environ.get("COLUMNS", "").isdigit():
+        return max(40, int(os.environ["COLUMNS"]))
+    if sys.stdout.isatty():
+        return max(40, shutil.get_terminal_size().columns)
+    return 160
+
+
+def _printed(table: Any) -> str:
     from io import StringIO
 
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=title)
-    columns = list(rows[0]) if rows else []
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
     buffer = StringIO()
-    Console(file=buffer, width=160).print(table)
+    Console(file=buffer, width=table_width()).print(table)
     return buffer.getvalue()
