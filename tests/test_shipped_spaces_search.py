@@ -2,8 +2,8 @@
 
 21 real searches (Ray, Optuna, MLflow and FFCV each), about 20 minutes on 2 cores, so not part of
 the default run: ``.venv/bin/python -m pytest -q -m manual tests/test_shipped_spaces_search.py``.
-Each space file is used as shipped (its ``sample``, ``build``, objectives), with one line appended that trains on a small subset for one epoch, so that the GPU-sized
-``cifar_*`` spaces finish on a CPU.
+Each space file is used as shipped (its ``sample``, ``build``, objectives), with a few lines appended
+that train on a small subset for one epoch, so that the GPU-sized ``cifar_*`` spaces finish on a CPU.
 """
 
 from __future__ import annotations
