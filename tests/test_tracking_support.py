@@ -63,6 +63,7 @@ def run_synthetic_search(
     final_force: bool = True,
     duplicates: tuple[int, ...] = (),
     interrupted: tuple[int, ...] = (),
+    dropped: tuple[int, ...] = (),
 ) -> SyntheticSearch:
     """Run a fake search: Optuna ask/tell for the study, the tracker API for MLflow, like the controller.
 
@@ -71,7 +72,8 @@ def run_synthetic_search(
     publish the front once more with ``force=True`` before ``finish_search`` (as the controller does).
     Trials in ``duplicates`` are proposals that repeat trial 0, told its values as the searcher tells them
     (``duplicate_of``, never trained, no MLflow run); trials in ``interrupted`` are cut off after one epoch
-    (FAIL ``interrupted``, as a stop leaves them).
+    (FAIL ``interrupted``, as a stop leaves them); trials in ``dropped`` are proposals the proxy rung
+    dropped (scored, told PRUNED, never trained, no MLflow run).
     """
     from nas.tracking import MlflowTracker
 
@@ -104,6 +106,11 @@ def run_synthetic_search(
         if trial.number in duplicates:
             trial.set_user_attr("duplicate_of", 0)
             study.tell(trial, list(study.trials[0].values))
+            continue
+        if trial.number in dropped:
+            trial.set_user_attr("proxy_score", -1.0)
+            trial.set_user_attr("proxy_dropped", True)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue
         attrs = {"family": family, "energy_profile": "45nm", "counting_policy": "sops-after-first-layer",
                  "time_steps": t}
