@@ -130,3 +130,25 @@ class LocalServer:
         self._log.seek(0)
         lines = [line for line in self._log.read().decode(errors="replace").splitlines() if line.strip()]
         return lines[-1] if lines else "no output"
+
+
+class ServerHandle:
+    """``wait``/``stop``/``pid`` of the one ``LocalServer`` a class such as ``MlflowUi`` starts in ``start``."""
+
+    _server: LocalServer | None = None
+
+    def wait(self) -> int:
+        """Block until the server exits; returns its exit code (SIGTERM or Ctrl-C: ``KeyboardInterrupt``)."""
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__}.start() has not been called")
+        return self._server.wait()
+
+    def stop(self) -> None:
+        """End the server and every process it started, and wait for them."""
+        if self._server is not None:
+            self._server.stop()
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server (None before ``start``)."""
+        return self._server.process.pid if self._server is not None and self._server.process else None

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas._serve import LocalServer, check_port_free
+from nas._serve import LocalServer, ServerHandle, check_port_free
 from nas._urls import mask_urls_in
 from nas.dashboards.renderer import FrontRenderer
 from nas.errors import NasError
@@ -838,7 +838,7 @@ def experiment_url(base_url: str, experiment_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
-class MlflowUi:
+class MlflowUi(ServerHandle):
     """An ``mlflow server`` for a run folder's SQLite store, bound to 127.0.0.1 (``nas ui``).
 
     ``start()`` returns once the server answers; ``wait()`` blocks until it exits (SIGTERM and Ctrl-C
@@ -878,22 +878,6 @@ class MlflowUi:
         self._server = LocalServer("mlflow server", self.command(), health_url=self.url + "/health", env=env)
         self._server.start(timeout)
         return self.url
-
-    def wait(self) -> int:
-        """Block until the server exits; returns its exit code (SIGTERM or Ctrl-C: ``KeyboardInterrupt``)."""
-        if self._server is None:
-            raise RuntimeError("MlflowUi.start() has not been called")
-        return self._server.wait()
-
-    def stop(self) -> None:
-        """Terminate the server and its workers and wait for them."""
-        if self._server is not None:
-            self._server.stop()
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the ``mlflow server`` process (None before ``start``)."""
-        return self._server.process.pid if self._server is not None and self._server.process else None
 
     def __enter__(self) -> MlflowUi:
         self.start()

@@ -118,18 +118,6 @@ def _listening_beyond_loopback(pid: int) -> list[str]:
     return exposed
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("data")
-    old = os.environ.get("NAS_DATA_DIR")
-    os.environ["NAS_DATA_DIR"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("NAS_DATA_DIR", None)
-    else:
-        os.environ["NAS_DATA_DIR"] = old
-
-
 # ---------------------------------------------------------------- fast: the pieces
 def test_the_time_budget_and_a_signal_ask_the_run_to_stop() -> None:
     control = StopControl(time_budget=0.05)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -78,18 +77,6 @@ def _write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text))
     return path
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("data")
-    old = os.environ.get("NAS_DATA_DIR")
-    os.environ["NAS_DATA_DIR"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("NAS_DATA_DIR", None)
-    else:
-        os.environ["NAS_DATA_DIR"] = old
 
 
 @pytest.fixture(scope="module")

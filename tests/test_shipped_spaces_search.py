@@ -8,8 +8,6 @@ that train on a small subset for one epoch, so that the GPU-sized ``cifar_*`` sp
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,16 +28,10 @@ space = _dataclasses.replace(space, recipe=_dataclasses.replace(
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str | None]]:
-    folder = tmp_path_factory.mktemp("data")
-    old = os.environ.get("NAS_DATA_DIR")
-    os.environ["NAS_DATA_DIR"] = str(folder / "built")
-    cifar = make_cifar10_folder(folder / "cifar", per_batch=16, test=40)
-    yield {"mnist": None, "digits": None, "cifar10": str(cifar)}
-    if old is None:
-        os.environ.pop("NAS_DATA_DIR", None)
-    else:
-        os.environ["NAS_DATA_DIR"] = old
+def data(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, str | None]:
+    """Dataset name -> --data-src: the built-in mnist and digits, and a generated CIFAR-10 pickle folder."""
+    cifar = make_cifar10_folder(tmp_path_factory.mktemp("cifar"), per_batch=16, test=40)
+    return {"mnist": None, "digits": None, "cifar10": str(cifar)}
 
 
 @pytest.mark.manual

@@ -12,13 +12,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nas._serve import HOST, LocalServer, check_port_free
+from nas._serve import HOST, LocalServer, ServerHandle, check_port_free
 from nas.errors import NasError
 
 START_TIMEOUT_S = 60.0
 
 
-class OptunaDashboard:
+class OptunaDashboard(ServerHandle):
     """optuna-dashboard serving one storage URL on 127.0.0.1; ``start``/``wait``/``stop`` as ``nas.tracking.MlflowUi``.
 
     ``study_id`` (the study's id in that storage) makes ``study_url`` open the search's own page.
@@ -52,22 +52,6 @@ class OptunaDashboard:
         self._server = LocalServer("optuna-dashboard", self.command(), health_url=f"{self.url}/api/meta")
         self._server.start(timeout)
         return self.study_url
-
-    def wait(self) -> int:
-        """Block until the dashboard exits; returns its exit code (SIGTERM or Ctrl-C: ``KeyboardInterrupt``)."""
-        if self._server is None:
-            raise RuntimeError("OptunaDashboard.start() has not been called")
-        return self._server.wait()
-
-    def stop(self) -> None:
-        """End the dashboard and every process it started."""
-        if self._server is not None:
-            self._server.stop()
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the dashboard (None before ``start``)."""
-        return self._server.process.pid if self._server is not None and self._server.process else None
 
 
 def dashboard_for(root: str | Path, name: str, *, port: int = 8080, storage: str | None = None) -> OptunaDashboard:
