@@ -1,0 +1,83 @@
+"""What keeps one controller fast on a large study: the single-writer storage and the bounded sampler history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.search.history import BoundedHistorySampler
+from nas.search.searcher import make_sampler
+from nas.search.store import open_storage
+
+
+def _same(a: list, b: list) -> None:
+    assert [(t.number, t.state, t.params, t.values, t.user_attrs, t.system_attrs) for t in a] == \
+        [(t.number, t.state, t.params, t.values, t.user_attrs, t.system_attrs) for t in b]
+
+
+def test_single_writer_storage_reads_back_only_what_it_wrote_and_stays_exact(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
+    reads: list[set[int]] = []
+    backend_get_trials = storage._backend._get_trials
+
+    def counting(study_id, states, included_trial_ids, trial_id_greater_than):
+        trials = backend_get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+        reads.append({t._trial_id for t in trials})
+        return trials
+
+    storage._backend._get_trials = counting
+    running = [study.ask() for _ in range(5)]
+    for i, trial in enumerate(running):
+        trial.suggest_int("x", 0, 10)
+        trial.set_user_attr("history", [{"epoch": 1, "i": i}])
+    study.get_trials(deepcopy=False)
+    running[1].set_user_attr("history", [{"epoch": 1}, {"epoch": 2}])
+    study.tell(running[2], [0.5, 1.0])
+    reads.clear()
+    fresh = optuna.load_study(study_name="s", storage=open_storage(url, read_only=True))
+    _same(study.get_trials(deepcopy=False), fresh.get_trials(deepcopy=False))
+    # Only the two trials written since the last read came back from the database, not all five.
+    assert reads == [{running[1]._trial_id, running[2]._trial_id}]
+    reads.clear()
+    study.get_trials(deepcopy=False)
+    assert reads == [set()]
+    storage.engine.dispose()
+
+
+def test_bounded_history_sees_recent_trials_front_and_running_ones() -> None:
+    seen: list[list[int]] = []
+
+    class Spy(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, name, distribution):
+            seen.append([t.number for t in study._get_trials(deepcopy=False, states=None, use_cache=False)])
+            return super().sample_independent(study, trial, name, distribution)
+
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=BoundedHistorySampler(Spy(seed=0), recent=3))
+    values = [(0.9, 1.0), (0.1, 9.0), (0.2, 8.0), (0.3, 7.0), (0.4, 6.0), (0.5, 5.0)]
+    for v in values:  # trial 0 dominates every later one: it is the front
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        study.tell(trial, list(v))
+    running = study.ask()
+    running.suggest_float("x", 0, 1)
+    seen.clear()
+    nxt = study.ask()
+    nxt.suggest_float("x", 0, 1)
+    # front (0), the three most recent finished (3, 4, 5), the running ones (6, 7).
+    assert seen == [[0, 3, 4, 5, 6, 7]]
+
+
+def test_make_sampler_history_wraps_and_rejects_bad_values() -> None:
+    sampler = make_sampler("tpe", seed=0, history=100)
+    assert isinstance(sampler, BoundedHistorySampler) and sampler.recent == 100
+    with pytest.raises(ValueError, match="recent"):
+        make_sampler("tpe", seed=0, history=0)
+    study = optuna.create_study(directions=["maximize"], sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=15)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
