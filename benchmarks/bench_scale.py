@@ -4,19 +4,20 @@
         --points sqlite:10:1000 sqlite:100:1000 sqlite:1000:1000 postgres:100:1000 sqlite:100:5000 \\
         --limit 1500 --out benchmarks/results/scale.json.gz
 
-Each point ``STORE:K:TRIALS`` runs in its own process (memory is that process's peak) with a wall-clock
-``--limit``: the simulator (``nas.bench.scale``) replays the snnmlp learning-curve table with K
-simulated workers through the controller's own bookkeeping (``_Bookkeeper``, MLflow tracker on its
-background thread, front and hypervolume updates), so the controller is the only thing that takes
-real time. Stores: ``sqlite`` = Optuna SQLite file + MLflow SQLite store (the defaults of a run
-folder); ``postgres`` = Optuna on PostgreSQL + an MLflow server backed by PostgreSQL, both started on
-127.0.0.1 by the benchmark (``tests/servers.py``). Per point: median milliseconds per step (and the
-median over the last tenth of the run, where the study is largest), trial events per second (starts
-+ epoch results + ends, the bookkeeping thread drained), peak memory, whether every event is in the
-study and in MLflow exactly once, and the wall time of ``nas status``, ``nas pareto``, ``nas report``
-(fresh processes) and of the MLflow UI's front page of the search (the REST calls its runs table makes,
-against an ``mlflow server`` on the store). A point that does not finish within ``--limit`` reports how
-far it got. ``--out`` writes every point as gzipped JSON.
+Each point ``STORE:K:TRIALS[:HISTORY]`` runs in its own process (memory is that process's peak) with a
+wall-clock ``--limit``: the simulator (``nas.bench.scale``) replays the snnmlp learning-curve table with
+K simulated workers through the controller's own bookkeeping (``_Bookkeeper``, MLflow tracker on its
+background thread, front and hypervolume updates), so the controller is the only thing that takes real
+time; ``HISTORY`` bounds what the sampler models (``make_sampler(history=...)``). Stores: ``sqlite`` =
+Optuna SQLite file + MLflow SQLite store (the defaults of a run folder); ``postgres`` = Optuna on
+PostgreSQL + an MLflow server backed by PostgreSQL, both started on 127.0.0.1 by the benchmark
+(``tests/servers.py``). Per point: median milliseconds per step (and the median over the last tenth of
+the run, where the study is largest), trial events per second (starts + epoch results + ends, the
+bookkeeping thread drained), peak memory, whether every event is in the study and in MLflow exactly
+once, and the wall time of ``nas status``, ``nas pareto``, ``nas report`` (fresh processes) and of the
+MLflow UI's front page of the search (the REST calls its runs table makes, against an ``mlflow server``
+on the store). A point that does not finish within ``--limit`` reports how far it got. ``--out`` writes
+every point as gzipped JSON.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _views(root: Path, tracking_uri: str, ui_url: str | None, repeats: int) -> d
     return out
 
 
-def run_point(kind: str, workers: int, trials: int, progress: Path, repeats: int) -> dict:
+def run_point(kind: str, workers: int, trials: int, history: int | None, progress: Path, repeats: int) -> dict:
     """One point, in this process: the run, the store check and the views."""
     from nas.bench import SimulationSettings, TableSpace, load_table, resolve_table
     from nas.bench.scale import StepTimer, TimedListener, check_stores, prepare_scale_search, run_scale
@@ -135,7 +136,8 @@ def run_point(kind: str, workers: int, trials: int, progress: Path, repeats: int
 
         threading.Thread(target=report_progress, daemon=True).start()
         settings = SimulationSettings(workers=workers, budget=float("inf"), max_trials=trials, seed=0)
-        run = run_scale(space, prepared, settings, listeners=[TimedListener(tracker, timer)], timer=timer)
+        run = run_scale(space, prepared, settings, listeners=[TimedListener(tracker, timer)], timer=timer,
+                        history=history)
         stop.set()
         tracker.finish_search()
         check_start = time.perf_counter()
@@ -146,7 +148,7 @@ def run_point(kind: str, workers: int, trials: int, progress: Path, repeats: int
         states: dict[str, int] = {}
         for trial in run.simulation.trials:
             states[trial.state] = states.get(trial.state, 0) + 1
-        return {"store": kind, "workers": workers, "trials": trials, "finished": True,
+        return {"store": kind, "workers": workers, "trials": trials, "history": history, "finished": True,
                 "trials_done": len(run.simulation.trials), "states": states, "seconds": run.seconds,
                 "controller_seconds": run.controller_seconds, "events": run.events,
                 "events_per_second": run.events_per_second, "peak_rss_mb": run.peak_rss_mb, "steps": run.steps,
@@ -154,8 +156,13 @@ def run_point(kind: str, workers: int, trials: int, progress: Path, repeats: int
                 "bookkeeping_errors": run.errors, "views": views}
 
 
+def _parse(point: str) -> tuple[str, int, int, int | None]:
+    kind, workers, trials, *history = point.split(":")
+    return kind, int(workers), int(trials), int(history[0]) if history else None
+
+
 def _run_child(point: str, limit: float, repeats: int) -> dict:
-    kind, workers, trials = point.split(":")
+    kind, workers, trials, history = _parse(point)
     with tempfile.TemporaryDirectory(prefix="nas-scale-point-") as tmp:
         result_file, progress = Path(tmp) / "result.json", Path(tmp) / "progress.json"
         command = [sys.executable, __file__, "--child", point, "--result", str(result_file), "--progress",
@@ -171,10 +178,10 @@ def _run_child(point: str, limit: float, repeats: int) -> dict:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
             partial = json.loads(progress.read_text()) if progress.exists() else {}
-            return {"store": kind, "workers": int(workers), "trials": int(trials), "finished": False,
+            return {"store": kind, "workers": workers, "trials": trials, "history": history, "finished": False,
                     "limit_s": limit, **partial}
         if child.returncode != 0 or not result_file.exists():
-            return {"store": kind, "workers": int(workers), "trials": int(trials), "finished": False,
+            return {"store": kind, "workers": workers, "trials": trials, "history": history, "finished": False,
                     "error": f"exit status {child.returncode}"}
         return json.loads(result_file.read_text())
 
@@ -182,11 +189,11 @@ def _run_child(point: str, limit: float, repeats: int) -> dict:
 def render(points: list[dict]) -> str:
     """The figures as a Markdown table."""
     steps = ("sampler.ask", "suggest", "record", "tell", "mlflow.trial_epoch", "mlflow.trial_finished", "front")
-    head = ["store", "K", "trials", "events/s", *[f"{s} ms" for s in steps], "peak MiB", "exact", "status s",
+    head = ["store", "K", "trials", "history", "events/s", *[f"{s} ms" for s in steps], "peak MiB", "exact", "status s",
             "pareto s", "report s", "UI s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in points:
-        cells = [p["store"], str(p["workers"]), str(p["trials"])]
+        cells = [p["store"], str(p["workers"]), str(p["trials"]), str(p.get("history") or "all")]
         if not p.get("finished"):
             done = p.get("trials_done", 0)
             cells += [f"did not finish: {done} trials in {p.get('seconds', p.get('limit_s', 0)):.0f} s"]
@@ -221,8 +228,7 @@ def main() -> None:
     parser.add_argument("--progress", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        kind, workers, trials = args.child.split(":")
-        result = run_point(kind, int(workers), int(trials), args.progress, args.repeats)
+        result = run_point(*_parse(args.child), args.progress, args.repeats)
         args.result.write_text(json.dumps(result))
         return
     points = []

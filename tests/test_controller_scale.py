@@ -81,3 +81,28 @@ def test_make_sampler_history_wraps_and_rejects_bad_values() -> None:
     study = optuna.create_study(directions=["maximize"], sampler=sampler)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=15)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_bookkeeping_queue_is_bounded_and_runs_everything_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from nas.search.controller import _EventPump
+
+    monkeypatch.setattr(_EventPump, "QUEUE_LIMIT", 2)
+    pump = _EventPump()
+    gate = threading.Event()
+    done: list[int] = []
+    pump.submit(gate.wait)  # the writer is busy until the gate opens
+    while pump._queue.qsize():
+        time.sleep(0.01)
+    pump.submit(done.append, 0)
+    pump.submit(done.append, 1)
+    blocked = threading.Thread(target=pump.submit, args=(done.append, 2))
+    blocked.start()
+    time.sleep(0.2)
+    assert blocked.is_alive()  # the queue is full: the producer waits instead of growing it
+    gate.set()
+    blocked.join(timeout=5)
+    pump.close()
+    assert done == [0, 1, 2] and not pump.errors

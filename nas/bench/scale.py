@@ -265,18 +265,18 @@ def prepare_scale_search(space: TableSpace, *, root: Path, name: str, storage_ur
 
 
 def run_scale(space: TableSpace, prepared: Any, settings: SimulationSettings, listeners: Sequence[Any] = (),
-              timer: StepTimer | None = None) -> ScaleRun:
+              timer: StepTimer | None = None, history: int | None = None) -> ScaleRun:
     """Replay ``settings`` (workers, ``max_trials``) on ``space`` through the controller's bookkeeping.
 
     ``prepared`` comes from :func:`prepare_scale_search`; ``listeners`` are told every event (wrap them
-    in :class:`TimedListener` to time them). The study's sampler is set here from ``settings`` and
-    timed.
+    in :class:`TimedListener` to time them). The study's sampler is set here from ``settings`` (and
+    ``history``, see ``make_sampler``) and timed.
     """
     from nas.search.searcher import make_sampler
 
     timer = timer or StepTimer()
     study = prepared.study
-    study.sampler = timed_sampler(make_sampler(settings.sampler, seed=settings.seed), timer)
+    study.sampler = timed_sampler(make_sampler(settings.sampler, seed=settings.seed, history=history), timer)
     callbacks = _Callbacks(prepared, listeners, timer)
     started = time.perf_counter()
     simulation = simulate(DistinctSpace(space), settings, study=study, callbacks=callbacks, timer=timer,  # type: ignore[arg-type]

@@ -521,15 +521,23 @@ class _EventPump:
     While a slot changes trials (``hold`` at a trial's end, ``release`` when the next one starts, at
     most ``HOLD_LIMIT_S``) the thread waits between items: the handover runs on the event loop, and
     tracking work started then would take turns with it on the interpreter lock.
+
+    The queue holds at most ``QUEUE_LIMIT`` items: when tracking falls that far behind (a slow MLflow
+    server, thousands of workers), ``submit`` waits for room instead of letting the backlog, and what a
+    crash would lose of it, grow without bound. The study is written before anything is queued: a
+    resume ends every trial's MLflow run as the study says (``search_resumed``); only per-epoch metrics
+    still queued when the process died are missing from MLflow.
     """
 
     HOLD_LIMIT_S = 0.5
+    QUEUE_LIMIT = 10_000
 
     def __init__(self) -> None:
         import queue
         import threading
 
-        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None] = queue.Queue(
+            maxsize=self.QUEUE_LIMIT)
         self.errors: list[str] = []
         self._handovers = 0
         self._held_until = 0.0
