@@ -178,7 +178,7 @@ def _status(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         handle = open_search(args.root, name, storage=args.storage)
-        rows.append(status_row(name, handle.records, handle.options, handle.normalised_hypervolume))
+        rows.append(status_row(name, handle.summary, handle.options, handle.normalised_hypervolume))
     print(render_rows(rows, title=f"searches in {args.root}"))
     return 0
 
@@ -190,7 +190,7 @@ def _pareto(args: argparse.Namespace) -> int:
     from nas.search.summary import front_rows, render_front
 
     handle = open_search(args.root, args.name, storage=args.storage)
-    rows = front_rows(handle.records, handle.objectives)
+    rows = front_rows(handle.front_records, handle.objectives)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:

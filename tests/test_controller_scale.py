@@ -106,3 +106,43 @@ def test_bookkeeping_queue_is_bounded_and_runs_everything_in_order(monkeypatch: 
     blocked.join(timeout=5)
     pump.close()
     assert done == [0, 1, 2] and not pump.errors
+
+
+def test_status_and_pareto_read_the_stored_summary_while_it_is_current(tmp_path: Path, monkeypatch) -> None:
+    from collections import Counter
+
+    from nas.search import store
+    from nas.search.records import records_from_study
+    from nas.search.summary import SUMMARY_ATTR, search_summary
+
+    objectives = {"val_acc": "max", "energy_uj": "min"}
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), directions=["maximize", "minimize"])
+    study.set_metric_names(list(objectives))
+    study.set_user_attr("objectives", objectives)
+    for values in ([0.9, 5.0], [0.5, 1.0], [0.4, 6.0]):
+        trial = study.ask()
+        trial.suggest_int("w", 1, 9)
+        study.tell(trial, values)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    frozen = study.get_trials(deepcopy=False)
+    exact = search_summary(records_from_study(study, frozen), objectives, Counter(t.state.name for t in frozen))
+    study.set_user_attr(SUMMARY_ATTR, exact)
+    store.write_options(tmp_path / "s", {"name": "s", "storage": url, "trials": 4, "objectives": objectives})
+    assert exact["front"] == [0, 1] and exact["complete"] == 3 and exact["pruned"] == 1
+
+    def no_full_read(*args, **kwargs):
+        raise AssertionError("read every trial although the summary is current")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "records_from_study", no_full_read)
+        handle = store.open_search(tmp_path, "s")
+        assert handle.summary == exact
+        assert [r.number for r in handle.front_records] == [0, 1]
+    # A trial the summary does not know of, and no controller running: computed from every trial.
+    trial = study.ask()
+    trial.suggest_int("w", 1, 9)
+    study.tell(trial, [0.95, 0.5])
+    handle = store.open_search(tmp_path, "s")
+    assert handle.summary["front"] == [4] and handle.summary["complete"] == 4
+    assert [r.number for r in handle.front_records] == [4]

@@ -720,8 +720,16 @@ class _Bookkeeper:
         return self._pump.errors
 
     def _update_front_now(self, *, force: bool) -> None:
+        from collections import Counter
+
+        from nas.search.summary import SUMMARY_ATTR, search_summary
+
         self._front_pending = False
-        records = records_from_study(self.prepared.study)
+        frozen = self.prepared.study.get_trials(deepcopy=False)
+        records = records_from_study(self.prepared.study, frozen)
+        # What nas status / nas pareto show, so that they need not read every trial of a large study.
+        self.prepared.study.set_user_attr(SUMMARY_ATTR, search_summary(
+            records, self.prepared.objectives, Counter(t.state.name for t in frozen)))
         reference = _ensure_reference(self.prepared.study, records, self.prepared.objectives)
         if reference is None:
             return

@@ -360,6 +360,37 @@ class SearchHandle:
         raw = self.hypervolume
         return None if raw is None else normalised_hypervolume(raw, self.objectives, self.reference)
 
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Counts by state, best values and front numbers (``nas.search.summary.search_summary``).
+
+        The controller stores one with every front update. It is used as it is when it is current (the
+        study's trial counts per state, one SQL query, are those it was computed from) or when the search
+        is running (its lock is held: the summary is at most one front update old); otherwise, e.g. for a
+        killed controller's study, it is computed from every trial, which takes seconds per thousand.
+        """
+        from collections import Counter
+
+        from nas.search.summary import SUMMARY_ATTR, search_summary
+
+        stored = self.study.user_attrs.get(SUMMARY_ATTR)
+        if stored is not None and (stored.get("states") == _state_counts(self.study)
+                                   or SearchLock(self.root, self.name).held_elsewhere()):
+            return stored
+        frozen = self.study.get_trials(deepcopy=False)
+        return search_summary(records_from_study(self.study, frozen), self.objectives,
+                              Counter(t.state.name for t in frozen))
+
+    @property
+    def front_records(self) -> list[TrialRecord]:
+        """The records of the Pareto front only, read one by one (see :attr:`summary`)."""
+        from nas.search.records import record_of
+
+        storage, study_id = self.study._storage, self.study._study_id
+        names = list(self.study.metric_names or [])
+        return [record_of(storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number)), names)
+                for number in self.summary["front"]]
+
     def trial_dir(self, number: int) -> Path:
         """Folder holding a finished trial's weights and metrics."""
         return self.search_dir / "trials" / str(number)
@@ -398,6 +429,17 @@ def open_search(root: str | Path, name: str, *, storage: str | None = None, read
         objectives=dict(attrs.get("objectives") or options.get("objectives") or {}),
         reference={k: float(v) for k, v in (attrs.get("reference") or {}).items()},
     )
+
+
+def _state_counts(study: Any) -> dict[str, int]:
+    """The study's number of trials per Optuna state, counted by the database (Optuna's ``trials`` table)."""
+    import sqlalchemy
+
+    engine = getattr(study._storage, "_backend", study._storage).engine
+    query = sqlalchemy.text("select state, count(*) from trials where study_id = :study group by state")
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"study": study._study_id}).all()
+    return {str(getattr(state, "name", state)): int(count) for state, count in rows}
 
 
 def check_root(root: str | Path) -> Path:

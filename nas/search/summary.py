@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from nas.search.records import COMPLETE, TrialRecord
@@ -61,21 +62,45 @@ def render_front(rows: list[dict[str, Any]], title: str = "Pareto front") -> str
     return buffer.getvalue()
 
 
-def status_row(name: str, records: list[TrialRecord], options: dict[str, Any],
-               hypervolume: float | None = None) -> dict[str, Any]:
-    """One line of ``nas status``: counts by state, the best values and the normalised hypervolume."""
+SUMMARY_ATTR = "summary"  # study user attr: the controller's search_summary, refreshed with the front
+
+
+def search_summary(records: list[TrialRecord], objectives: dict[str, str], states: Mapping[str, int]
+                   ) -> dict[str, Any]:
+    """What ``nas status`` and ``nas pareto`` need, computed once from every record of a study.
+
+    ``states``: the number of trials per Optuna state in the same snapshot (``{"COMPLETE": 12, ...}``);
+    a reader compares them with the study's to know whether the summary is current.
+    """
+    from nas.search.pareto import front_of
+
     complete = [r for r in records if r.state == COMPLETE and r.values]
     accs = [r.values.get("val_acc") for r in complete if r.values.get("val_acc") is not None]
     energies = [r.values.get("energy_uj") for r in complete if r.values.get("energy_uj") is not None]
     return {
-        "search": name,
-        "space": options.get("space", "-"),
-        "trials": f"{len(complete)}/{options.get('trials', '?')}",
+        "states": dict(states),
+        "complete": len(complete),
         "pruned": sum(r.state == "PRUNED" for r in records),
         "failed": sum(r.state == "FAIL" and r.fail_reason != "interrupted" for r in records),
         "running": sum(r.state == "RUNNING" for r in records),
         "best_val_acc": max(accs) if accs else None,
         "min_energy_uj": min(energies) if energies else None,
+        "front": [r.number for r in front_of(records, objectives)],
+    }
+
+
+def status_row(name: str, summary: Mapping[str, Any], options: dict[str, Any],
+               hypervolume: float | None = None) -> dict[str, Any]:
+    """One line of ``nas status`` from a :func:`search_summary`: counts by state, best values, hypervolume."""
+    return {
+        "search": name,
+        "space": options.get("space", "-"),
+        "trials": f"{summary['complete']}/{options.get('trials', '?')}",
+        "pruned": summary["pruned"],
+        "failed": summary["failed"],
+        "running": summary["running"],
+        "best_val_acc": summary["best_val_acc"],
+        "min_energy_uj": summary["min_energy_uj"],
         "hypervolume": hypervolume,
         "storage": options.get("storage", "-"),
     }
