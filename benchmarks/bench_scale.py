@@ -99,6 +99,13 @@ def _views(root: Path, tracking_uri: str, ui_url: str | None, repeats: int) -> d
                            stdout=subprocess.DEVNULL, env=env)
             times.append(time.perf_counter() - start)
         out[f"nas_{command}_s"] = statistics.median(times)
+    # What status and pareto cost before the stored summary: every trial read back (in process, no imports).
+    from nas.search.store import open_search
+
+    start = time.perf_counter()
+    records = open_search(root, NAME).records
+    out["read_every_trial_s"] = time.perf_counter() - start
+    out["trials_read"] = len(records)
     with contextlib.ExitStack() as stack:
         if ui_url is None:
             ui_url = stack.enter_context(running_mlflow(tracking_uri, root / "ui-artifacts"))
