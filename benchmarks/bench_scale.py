@@ -197,21 +197,22 @@ def render(points: list[dict]) -> str:
     """The figures as a Markdown table."""
     steps = ("sampler.ask", "suggest", "record", "tell", "mlflow.trial_epoch", "mlflow.trial_finished", "front")
     head = ["store", "K", "trials", "history", "events/s", *[f"{s} ms" for s in steps], "peak MiB", "exact", "status s",
-            "pareto s", "report s", "UI s"]
+            "pareto s", "report s", "UI s", "read all s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in points:
         cells = [p["store"], str(p["workers"]), str(p["trials"]), str(p.get("history") or "all")]
         if not p.get("finished"):
-            done = p.get("trials_done", 0)
-            cells += [f"did not finish: {done} trials in {p.get('seconds', p.get('limit_s', 0)):.0f} s"]
             stepped = p.get("steps", {})
-            cells += [_ms(stepped.get(s)) for s in steps] + ["-"] * 6
+            asked = stepped.get("suggest", {}).get("calls", 0)
+            cells += [f"not within {p.get('limit_s', 0):.0f} s: {asked} asked, {p.get('trials_done', 0)} ended"]
+            cells += [_ms(stepped.get(s)) for s in steps] + ["-"] * 7
         else:
             cells += [f"{p['events_per_second']:.0f}"] + [_ms(p["steps"].get(s)) for s in steps]
             views = p["views"]
             cells += [f"{p['peak_rss_mb']:.0f}", "yes" if p["problem_count"] == 0 else f"NO ({p['problem_count']})",
                       f"{views['nas_status_s']:.1f}", f"{views['nas_pareto_s']:.1f}", f"{views['nas_report_s']:.1f}",
-                      f"{views['mlflow_ui_front_page_s']:.2f}"]
+                      f"{views['mlflow_ui_front_page_s']:.2f}",
+                      f"{views['read_every_trial_s']:.1f}" if "read_every_trial_s" in views else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\nms: median per call (median over the last tenth of the run in brackets)."
 
@@ -229,6 +230,7 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=1500.0, help="wall-clock seconds per point")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each view timing (median)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--show", type=Path, help="print the tables of a saved --out file and exit")
     parser.add_argument("--label", default="", help="stored with the figures (e.g. before / after)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -237,6 +239,11 @@ def main() -> None:
     if args.child:
         result = run_point(*_parse(args.child), args.progress, args.repeats)
         args.result.write_text(json.dumps(result))
+        return
+    if args.show:
+        with gzip.open(args.show, "rt") as f:
+            for saved in json.load(f)["runs"]:
+                print(f"{saved['label']} ({saved['time']})\n{render(saved['points'])}\n")
         return
     points = []
     for point in args.points:
