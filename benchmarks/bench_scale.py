@@ -168,6 +168,50 @@ def _parse(point: str) -> tuple[str, int, int, int | None]:
     return kind, int(workers), int(trials), int(history[0]) if history else None
 
 
+def sampler_asks(sizes: list[int], histories: list[int | None], running: int = 100, repeats: int = 7) -> list[dict]:
+    """Median seconds of one TPE ask + sample on an in-memory study of each size (the sampler's own work).
+
+    The study holds ``size`` finished trials of the snnmlp table (each proposal's nearest entry, its final
+    objectives) and ``running`` RUNNING ones, as a search with that many workers does; the stores are left
+    out, so this is what the sampler costs when the storage serves trials from memory.
+    """
+    import random
+
+    import optuna
+
+    from nas.bench import TableSpace, load_table, resolve_table
+    from nas.bench.scale import DistinctSpace
+    from nas.search.searcher import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space = DistinctSpace(TableSpace(load_table(resolve_table(TABLE))))
+    names = list(space.table.objectives)
+    directions = ["maximize" if d == "max" else "minimize" for d in space.table.objectives.values()]
+    rng = random.Random(0)
+    out = []
+    for size in sizes:
+        study = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=0))
+        for number in range(size + running):
+            trial = study.ask()
+            space.space.suggest(trial)
+            if number < size:
+                entry = space.entries[space.nearest(trial.params)]
+                study.tell(trial, [float(entry.rows[-1][n]) for n in names])
+        for history in histories:
+            study.sampler = make_sampler("tpe", seed=rng.randrange(2**31), history=history)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                trial = study.ask()
+                space.space.suggest(trial)
+                times.append(time.perf_counter() - start)
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)  # the study keeps its size
+            out.append({"trials": size, "running": running, "history": history,
+                        "ask_ms": 1000 * statistics.median(times)})
+            print(f"{size} trials, history {history or 'all'}: {out[-1]['ask_ms']:.0f} ms", flush=True)
+    return out
+
+
 def _run_child(point: str, limit: float, repeats: int) -> dict:
     kind, workers, trials, history = _parse(point)
     with tempfile.TemporaryDirectory(prefix="nas-scale-point-") as tmp:
@@ -231,6 +275,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each view timing (median)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--show", type=Path, help="print the tables of a saved --out file and exit")
+    parser.add_argument("--asks", type=int, nargs="+", help="instead: time TPE asks at these study sizes")
     parser.add_argument("--label", default="", help="stored with the figures (e.g. before / after)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -243,7 +288,19 @@ def main() -> None:
     if args.show:
         with gzip.open(args.show, "rt") as f:
             for saved in json.load(f)["runs"]:
+                if "asks" in saved:
+                    print(f"{saved['label']} ({saved['time']}): TPE ask + sample, median ms")
+                    for a in saved["asks"]:
+                        print(f"  {a['trials']} trials, {a['running']} running, history {a['history'] or 'all'}: "
+                              f"{a['ask_ms']:.0f}")
+                    continue
                 print(f"{saved['label']} ({saved['time']})\n{render(saved['points'])}\n")
+        return
+    if args.asks:
+        asks = sampler_asks(args.asks, [None, 1000])
+        if args.out:
+            _append(args.out, {"label": args.label, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "asks": asks})
         return
     points = []
     for point in args.points:
@@ -252,15 +309,19 @@ def main() -> None:
         print(render(points[-1:]), flush=True)
     print(render(points))
     if args.out:
-        previous = []
-        if args.out.exists():
-            with gzip.open(args.out, "rt") as f:
-                previous = json.load(f)["runs"]
-        runs = [*previous, {"label": args.label, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "points": points}]
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with gzip.open(args.out, "wt") as f:
-            json.dump({"runs": runs}, f, separators=(",", ":"))
+        _append(args.out, {"label": args.label, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "points": points})
+
+
+def _append(path: Path, run: dict) -> None:
+    """Add one run to the gzipped JSON results file."""
+    previous = []
+    if path.exists():
+        with gzip.open(path, "rt") as f:
+            previous = json.load(f)["runs"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        json.dump({"runs": [*previous, run]}, f, separators=(",", ":"))
 
 
 if __name__ == "__main__":

@@ -6,17 +6,22 @@ them, so an ask costs time in proportion to the study (measured by ``benchmarks/
 study that holds only
 
 - the ``recent`` most recently numbered finished trials (COMPLETE, PRUNED, FAIL),
-- every COMPLETE trial on the Pareto front of the whole study so far (kept up to date incrementally from
-  ``after_trial``, seeded once from the study), so the "good" density never forgets the best
-  architectures, and
+- the COMPLETE trials on the Pareto front of the whole study so far, one per point (kept up to date
+  incrementally from ``after_trial``, seeded once from the study), so the "good" density never forgets
+  the best architectures, and
 - every unfinished trial (RUNNING ones are what TPE's constant liar spreads workers around).
 
-The cost of an ask then stops growing with the study once it holds more than ``recent`` finished
-trials. Nothing is removed from the study: only what the sampler models is bounded.
+The joint search space (TPE's parameter groups, which it accumulates) is inferred from the same view.
+Picking the view costs O(recent + running + front) per call, but Optuna's own ``ask`` still filters
+the whole trial list a few times, so an ask keeps a small cost that grows with the study (measured in
+``benchmarks/bench_scale.py --asks``). Nothing is removed from the study: only what the sampler models
+is bounded.
 """
 
 from __future__ import annotations
 
+import bisect
+import copy
 from collections.abc import Container, Sequence
 from typing import Any
 
@@ -33,13 +38,13 @@ class _Front:
         self.points: dict[int, tuple[float, ...]] = {}
 
     def add(self, number: int, values: Sequence[float]) -> None:
-        """Add a COMPLETE trial's values; drops the members it dominates, ignores it if it is dominated."""
+        """Add a COMPLETE trial's values; drops the members it dominates, ignores it if it is dominated or
+        repeats a member's values (one trial per point: a table replay repeats points by the hundred)."""
         q = tuple(s * float(v) for s, v in zip(self._signs, values, strict=True))
         for p in self.points.values():
-            if all(a <= b for a, b in zip(p, q, strict=True)) and p != q:
+            if all(a <= b for a, b in zip(p, q, strict=True)):
                 return
-        self.points = {n: p for n, p in self.points.items()
-                       if not (all(a <= b for a, b in zip(q, p, strict=True)) and p != q)}
+        self.points = {n: p for n, p in self.points.items() if not all(a <= b for a, b in zip(q, p, strict=True))}
         self.points[number] = q
 
 
@@ -55,10 +60,14 @@ class _BoundedStudy:
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
-        return self._keep(self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache))
+        # Bounded first, filtered by state after: Optuna's state filter is a pass over the whole study.
+        kept = self._keep(self._study._get_trials(deepcopy=False, states=None, use_cache=use_cache))
+        if states is not None:
+            kept = [t for t in kept if t.state in states]
+        return copy.deepcopy(kept) if deepcopy else kept
 
     def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        return self._keep(self._study.get_trials(deepcopy=deepcopy, states=states))
+        return self._get_trials(deepcopy=deepcopy, states=states)
 
 
 class BoundedHistorySampler(BaseSampler):
@@ -75,32 +84,44 @@ class BoundedHistorySampler(BaseSampler):
         self.sampler = sampler
         self.recent = int(recent)
         self._front: _Front | None = None
+        self._unfinished: set[int] = set()  # numbers of the trials asked and not yet told
 
     def _front_of(self, study: optuna.Study) -> _Front:
         if self._front is None:
             signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
             self._front = _Front(signs)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                if t.values is not None:
+            for t in study.get_trials(deepcopy=False):
+                if t.state == TrialState.COMPLETE and t.values is not None:
                     self._front.add(t.number, t.values)
+                elif not t.state.is_finished():
+                    self._unfinished.add(t.number)
         return self._front
 
     def _view(self, study: optuna.Study) -> Any:
         front = self._front_of(study)
 
         def keep(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-            finished = [t.number for t in trials if t.state.is_finished()]
-            if len(finished) <= self.recent:
+            # Trials come sorted by number: walk back to the recent-th finished one, then pick the older
+            # front members and unfinished trials by binary search, so a call costs O(recent + K + front).
+            start, finished = len(trials), 0
+            while start > 0 and finished < self.recent:
+                start -= 1
+                finished += trials[start].state.is_finished()
+            if start == 0:
                 return trials
-            cutoff = sorted(finished)[-self.recent]
-            return [t for t in trials
-                    if not t.state.is_finished() or t.number >= cutoff or t.number in front.points]
+            cutoff = trials[start].number
+            older = []
+            for number in sorted(n for n in front.points.keys() | self._unfinished if n < cutoff):
+                at = bisect.bisect_left(trials, number, hi=start, key=_number)
+                if at < start and trials[at].number == number:
+                    older.append(trials[at])
+            return older + trials[start:]
 
         return _BoundedStudy(study, keep)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
-        """The wrapped sampler's joint search space (Optuna computes it incrementally already)."""
-        return self.sampler.infer_relative_search_space(study, trial)
+        """The wrapped sampler's joint search space, from the bounded view (TPE accumulates its groups)."""
+        return self.sampler.infer_relative_search_space(self._view(study), trial)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
         """The wrapped sampler's joint sample, modelled on the bounded view."""
@@ -112,16 +133,22 @@ class BoundedHistorySampler(BaseSampler):
         return self.sampler.sample_independent(self._view(study), trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Forwarded."""
+        """Forwarded; the trial is unfinished until ``after_trial``."""
         self.sampler.before_trial(study, trial)
+        self._unfinished.add(trial.number)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
         """Forwarded; a COMPLETE trial also updates the front kept in view."""
         self.sampler.after_trial(study, trial, state, values)
+        self._unfinished.discard(trial.number)
         if state == TrialState.COMPLETE and values is not None and self._front is not None:
             self._front.add(trial.number, values)
 
     def reseed_rng(self) -> None:
         """Forwarded."""
         self.sampler.reseed_rng()
+
+
+def _number(trial: FrozenTrial) -> int:
+    return trial.number
