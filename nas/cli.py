@@ -391,6 +391,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="search name (default: space name + timestamp)")
     p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
                    help=f"Optuna sampler that proposes architectures (default {DEFAULT_SAMPLER})")
+    p.add_argument("--sampler-history", type=int, default=None, metavar="N",
+                   help="let the sampler model only the N most recent finished trials plus the Pareto front, so "
+                        "each proposal stays fast in searches of many thousands of trials (default: every trial)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=DEFAULT_SCHEDULER,
                    help=f"early stopping: MOASHA (-nsga2 crowding or -epsnet order within a front), Ray's "
                         f"single-metric ASHA on val_acc, or none (default {DEFAULT_SCHEDULER})")

@@ -146,3 +146,12 @@ def test_status_and_pareto_read_the_stored_summary_while_it_is_current(tmp_path:
     handle = store.open_search(tmp_path, "s")
     assert handle.summary["front"] == [4] and handle.summary["complete"] == 4
     assert [r.number for r in handle.front_records] == [4]
+
+
+def test_sampler_history_option_is_checked_before_anything_runs() -> None:
+    from nas.errors import NasError
+    from nas.search.controller import SearchOptions
+
+    SearchOptions(space="s.py", sampler_history=2000).validate()
+    with pytest.raises(NasError, match="--sampler-history must be at least 1"):
+        SearchOptions(space="s.py", sampler_history=0).validate()

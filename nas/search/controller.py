@@ -50,6 +50,7 @@ class SearchOptions:
     epochs: int | None = None
     concurrency: int | None = None
     sampler: str = DEFAULT_SAMPLER
+    sampler_history: int | None = None  # model only the N most recent finished trials + the front (large searches)
     scheduler: str = DEFAULT_SCHEDULER
     dataset: str | None = None
     data_src: str | None = None
@@ -72,7 +73,8 @@ class SearchOptions:
 
     def validate(self) -> None:
         """One clear error for values that cannot work; nothing is read or written here."""
-        for flag, value in (("--trials", self.trials), ("--epochs", self.epochs), ("--concurrency", self.concurrency)):
+        for flag, value in (("--trials", self.trials), ("--epochs", self.epochs), ("--concurrency", self.concurrency),
+                            ("--sampler-history", self.sampler_history)):
             if value is not None and value < 1:
                 raise NasError(f"{flag} must be at least 1, got {value}")
         for flag, number in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial),
@@ -818,7 +820,8 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
     study = prepared.study
     if options.resume:
         recover_interrupted(study)
-    study.sampler = make_sampler(options.sampler, seed=options.seed, constrained=bool(space.constraints))
+    study.sampler = make_sampler(options.sampler, seed=options.seed, constrained=bool(space.constraints),
+                                 history=options.sampler_history)
     scheduler = make_scheduler(options.scheduler, objectives=dict(space.objectives), max_t=prepared.epochs,
                                grace_period=options.grace_period, reduction_factor=options.reduction_factor)
     searcher = OptunaMultiObjectiveSearcher(
