@@ -1,8 +1,15 @@
 """One controller at scale: K simulated workers, thousands of trials, the real stores (issue 19).
 
-    PYTHONPATH=. nice -n 15 .venv/bin/python benchmarks/bench_scale.py \\
-        --points sqlite:10:1000 sqlite:100:1000 sqlite:1000:1000 postgres:100:1000 sqlite:100:5000 \\
-        --limit 1500 --out benchmarks/results/scale.json.gz
+Regenerate ``benchmarks/results/scale.json.gz`` (each command appends one run to it; the "before" runs
+were made with the same commands on the code of commit 33cb5d6):
+
+    PYTHONPATH=. nice -n 15 .venv/bin/python benchmarks/bench_scale.py --points sqlite:10:1000 \
+        sqlite:100:1000 sqlite:1000:1000 postgres:100:1000 --limit 900 --out benchmarks/results/scale.json.gz
+    PYTHONPATH=. nice -n 15 .venv/bin/python benchmarks/bench_scale.py --points sqlite:100:5000:1000 \
+        --limit 2400 --out benchmarks/results/scale.json.gz
+    PYTHONPATH=. nice -n 15 .venv/bin/python benchmarks/bench_scale.py --asks 1000 5000 20000 \
+        --out benchmarks/results/scale.json.gz
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_scale.py --show benchmarks/results/scale.json.gz
 
 Each point ``STORE:K:TRIALS[:HISTORY]`` runs in its own process (memory is that process's peak) with a
 wall-clock ``--limit``: the simulator (``nas.bench.scale``) replays the snnmlp learning-curve table with
