@@ -19,7 +19,6 @@ table entry), so no proposal repeats another and each one is a new trial, as in 
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
 import threading
 import time
@@ -370,11 +369,3 @@ def _expected_epochs(trial: Any) -> list[list[int]]:
     ran = list(range(1, trial.epochs + 1))
     return [ran, ran[:-1]] if trial.state == "FAIL" else [ran]
 
-
-def process_rss_mb(pid: int | None = None) -> float:
-    """Current resident memory of a process (MiB), from ``/proc``."""
-    path = Path(f"/proc/{pid or os.getpid()}/status")
-    for line in path.read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
