@@ -1,7 +1,8 @@
 """One controller at scale: K simulated workers, thousands of trials, the real stores (issue 19).
 
 Regenerate ``benchmarks/results/scale.json.gz`` (each command appends one run to it; the "before" runs
-were made with the same commands on the code of commit 33cb5d6):
+were made with the first command on the code of commit 33cb5d6, ``--limit 1500`` for K = 100 and
+``--limit 600`` for K = 10 and 1,000):
 
     PYTHONPATH=. nice -n 15 .venv/bin/python benchmarks/bench_scale.py --points sqlite:10:1000 \
         sqlite:100:1000 sqlite:1000:1000 postgres:100:1000 --limit 900 --out benchmarks/results/scale.json.gz
