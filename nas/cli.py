@@ -218,7 +218,7 @@ def _status(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         handle = open_search(args.root, name, storage=args.storage)
-        rows.append(status_row(name, handle.records, handle.options, handle.normalised_hypervolume))
+        rows.append(status_row(name, handle.summary, handle.options, handle.normalised_hypervolume))
     print(render_rows(rows, title=f"searches in {args.root}"))
     return 0
 
@@ -231,7 +231,7 @@ def _pareto(args: argparse.Namespace) -> int:
 
     name = _search_name(args)
     handle = open_search(args.root, name, storage=args.storage)
-    rows = front_rows(handle.records, handle.objectives)
+    rows = front_rows(handle.front_records, handle.objectives)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
@@ -475,6 +475,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="search name (default: space name + timestamp)")
     p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
                    help=f"Optuna sampler that proposes architectures (default {DEFAULT_SAMPLER})")
+    p.add_argument("--sampler-history", type=int, default=None, metavar="N",
+                   help="let the sampler model only the N most recent finished trials plus the Pareto front, so "
+                        "each proposal stays fast in searches of many thousands of trials (default: every trial)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=DEFAULT_SCHEDULER,
                    help=f"early stopping: MOASHA (-nsga2 crowding or -epsnet order within a front), Ray's "
                         f"single-metric ASHA on val_acc, or none (default {DEFAULT_SCHEDULER})")

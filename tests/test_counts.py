@@ -18,7 +18,7 @@ from nas.cli import main
 from nas.search.pareto import HypervolumeHistory
 from nas.search.progress import LiveView
 from nas.search.records import OUTCOMES, TrialCounts, count_trials, outcome_of
-from nas.search.store import read_options
+from nas.search.store import open_search, read_options
 from nas.search.summary import status_row
 
 # trial 2 is pruned and trial 5 fails (run_synthetic_search); 7 repeats trial 0; 8 is cut off by a stop;
@@ -44,7 +44,8 @@ def test_the_study_counts_each_outcome_once(search: SyntheticSearch) -> None:
 
 def test_status_shows_the_same_counts(search: SyntheticSearch, capsys: pytest.CaptureFixture[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    row = status_row(search.name, search.records, read_options(search.root / search.name))
+    summary = open_search(search.root, search.name).summary
+    row = status_row(search.name, summary, read_options(search.root / search.name))
     assert {k: row[k] for k in ("complete", "pruned", "failed", "interrupted", "duplicate", "dropped", "running")} == {
         k: v for k, v in EXPECTED.as_dict().items() if k != "waiting"}
     monkeypatch.setenv("COLUMNS", "260")  # wide enough for every column as a table

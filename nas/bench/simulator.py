@@ -19,14 +19,24 @@ filled at once. Nothing that the controller itself spends (sampler ``ask``, book
 the simulation measures search quality per unit of training time. The one exception is a proxy rung
 (``proxy="sahd"``): its scoring is work a search would not do otherwise, so what scoring a batch cost
 (the entries' recorded proxy seconds, in the clock's kind) delays the start of the trial it chose.
+
+Hooks for measuring the controller itself (``benchmarks/bench_scale.py``), none of which changes what
+is simulated: ``study`` runs the search in a study the caller made (an RDB storage, its sampler set
+by the caller) instead of a fresh in-memory one; ``callbacks`` hear every trial event right after
+the searcher, in the order Ray Tune calls its callbacks (:class:`SimulationCallbacks`); ``timer``
+wraps each step of the controller's work in a context manager named after it (``suggest``,
+``scheduler``, ``record``, ``tell``, ``callbacks``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from nas.bench.table import DIVERGED, FAILED, TableEntry
 from nas.bench.table_space import TableSpace
@@ -131,10 +141,27 @@ class SimulationRun:
 
 
 class _SimTrial:
-    """The part of a Ray Tune ``Trial`` the schedulers read."""
+    """The part of a Ray Tune ``Trial`` the schedulers and the controller's callbacks read."""
 
-    def __init__(self, trial_id: str) -> None:
+    def __init__(self, trial_id: str, config: dict[str, Any] | None = None) -> None:
         self.trial_id = trial_id
+        self.config: dict[str, Any] = dict(config or {})
+        self.last_result: dict[str, Any] = {}
+        self.checkpoint = None
+
+
+class SimulationCallbacks(Protocol):
+    """What ``simulate(callbacks=...)`` tells, in Ray Tune's order (after the searcher and scheduler)."""
+
+    def on_search_start(self, searcher: Any) -> None: ...
+    def on_trial_start(self, trial: Any) -> None: ...
+    def on_trial_result(self, trial: Any, result: dict[str, Any]) -> None: ...
+    def on_trial_complete(self, trial: Any) -> None: ...
+    def on_trial_error(self, trial: Any) -> None: ...
+
+
+def _no_timer(_step: str) -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -160,11 +187,14 @@ def true_front_hypervolume(space: TableSpace) -> float:
 
 
 def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolume: float | None = None,
-             proxy_scores: dict[int, ProxyOutcome] | None = None) -> SimulationRun:
+             proxy_scores: dict[int, ProxyOutcome] | None = None, study: Any = None,
+             callbacks: SimulationCallbacks | None = None,
+             timer: Callable[[str], AbstractContextManager[None]] = _no_timer) -> SimulationRun:
     """Replay one search on ``space``'s table (see the module docstring); deterministic for a seed.
 
     ``proxy_scores`` (table entry index -> outcome, see ``nas.bench.proxy_scores``) is needed when
-    ``settings.proxy`` is not ``"none"``.
+    ``settings.proxy`` is not ``"none"``. ``study``, ``callbacks`` and ``timer`` are the measuring
+    hooks of the module docstring.
     """
     import optuna
     from ray.tune.schedulers import TrialScheduler
@@ -190,8 +220,9 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
     if missing:
         raise ValueError(f"table {table.space!r} has no hypervolume reference for {missing}")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(directions=["maximize" if d == "max" else "minimize" for d in objectives.values()],
-                                sampler=make_sampler(settings.sampler, seed=settings.seed))
+    if study is None:
+        study = optuna.create_study(directions=["maximize" if d == "max" else "minimize" for d in objectives.values()],
+                                    sampler=make_sampler(settings.sampler, seed=settings.seed))
     scheduler = make_scheduler(settings.scheduler, objectives=objectives, max_t=table.epochs,
                                grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
     searcher = OptunaMultiObjectiveSearcher(
@@ -199,6 +230,8 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
         max_trials=settings.max_trials, stopped_by_scheduler=scheduler.stopped_trials.__contains__,
         identity=space.identity, untried=space.untried, proxy=proxy,
     )
+    if callbacks is not None:
+        callbacks.on_search_start(searcher)
     tracker = HypervolumeTracker(list(objectives.values()), [table.reference[n] for n in names])
     events: list[tuple[float, int, str]] = []
     running: dict[str, _Running] = {}
@@ -218,15 +251,19 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
         while not finished and len(running) < settings.workers:
             trial_id = f"t{sequence:06d}"
             scored = searcher.proxy_seconds
-            config = searcher.suggest(trial_id)
+            with timer("suggest"):
+                config = searcher.suggest(trial_id)
             if config is None or config == Searcher.FINISHED:
                 finished = True
                 return
             index = space.nearest(config["params"])
-            trial = _SimTrial(trial_id)
+            trial = _SimTrial(trial_id, config)
             scheduler.on_trial_add(None, trial)
             run = _Running(trial, int(config["optuna_number"]), space.entries[index], index, now)
             running[trial_id] = run
+            if callbacks is not None:
+                with timer("callbacks"):
+                    callbacks.on_trial_start(trial)
             delay = settings.start_seconds + (searcher.proxy_seconds - scored)
             schedule(trial_id, now + delay + _epoch_cost(run.entry, 1, settings.cost))
 
@@ -244,18 +281,34 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
         run.epoch += 1
         result = _result(run.entry, run.epoch, names)
         if result is None:  # the entry raised while building or training: Ray's error path
-            searcher.on_trial_complete(trial_id, error=True)
+            with timer("tell"):
+                searcher.on_trial_complete(trial_id, error=True)
             scheduler.on_trial_error(None, run.trial)
-            searcher.record_failure_reason(trial_id, run.entry.reason or "error")
+            with timer("tell"):
+                searcher.record_failure_reason(trial_id, run.entry.reason or "error")
+            if callbacks is not None:
+                with timer("callbacks"):
+                    callbacks.on_trial_error(run.trial)
             end(run, "FAIL")
         else:
-            decision = scheduler.on_trial_result(None, run.trial, result)
+            with timer("scheduler"):
+                decision = scheduler.on_trial_result(None, run.trial, result)
             if decision != TrialScheduler.STOP:
-                searcher.on_trial_result(trial_id, result)
+                with timer("record"):
+                    searcher.on_trial_result(trial_id, result)
+            if callbacks is not None:  # Ray tells its callbacks every result, a stopping one too
+                with timer("callbacks"):
+                    callbacks.on_trial_result(run.trial, result)
+            run.trial.last_result = result
             last = run.epoch >= table.epochs or result.get("diverged")
             if decision == TrialScheduler.STOP or last:
-                scheduler.on_trial_complete(None, run.trial, result)
-                searcher.on_trial_complete(trial_id, result=result)
+                with timer("scheduler"):
+                    scheduler.on_trial_complete(None, run.trial, result)
+                with timer("tell"):
+                    searcher.on_trial_complete(trial_id, result=result)
+                if callbacks is not None:
+                    with timer("callbacks"):
+                        callbacks.on_trial_complete(run.trial)
                 state = _state(study, run.number)
                 if state == "COMPLETE":
                     tracker.add([float(result[n]) for n in names])

@@ -59,6 +59,7 @@ class SearchOptions:
     epochs: int | None = None
     concurrency: int | None = None
     sampler: str = DEFAULT_SAMPLER
+    sampler_history: int | None = None  # model only the N most recent finished trials + the front (large searches)
     scheduler: str = DEFAULT_SCHEDULER
     proxy: str = DEFAULT_PROXY
     proxy_rule: str = DEFAULT_PROXY_RULE
@@ -83,7 +84,8 @@ class SearchOptions:
 
     def validate(self) -> None:
         """One clear error for values that cannot work; nothing is read or written here."""
-        for flag, value in (("--trials", self.trials), ("--epochs", self.epochs), ("--concurrency", self.concurrency)):
+        for flag, value in (("--trials", self.trials), ("--epochs", self.epochs), ("--concurrency", self.concurrency),
+                            ("--sampler-history", self.sampler_history)):
             if value is not None and value < 1:
                 raise NasError(f"{flag} must be at least 1, got {value}")
         for flag, number in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial),
@@ -540,15 +542,23 @@ class _EventPump:
     While a slot changes trials (``hold`` at a trial's end, ``release`` when the next one starts, at
     most ``HOLD_LIMIT_S``) the thread waits between items: the handover runs on the event loop, and
     tracking work started then would take turns with it on the interpreter lock.
+
+    The queue holds at most ``QUEUE_LIMIT`` items: when tracking falls that far behind (a slow MLflow
+    server, thousands of workers), ``submit`` waits for room instead of letting the backlog, and what a
+    crash would lose of it, grow without bound. The study is written before anything is queued: a
+    resume ends every trial's MLflow run as the study says (``search_resumed``); only per-epoch metrics
+    still queued when the process died are missing from MLflow.
     """
 
     HOLD_LIMIT_S = 0.5
+    QUEUE_LIMIT = 10_000
 
     def __init__(self) -> None:
         import queue
         import threading
 
-        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None] = queue.Queue(
+            maxsize=self.QUEUE_LIMIT)
         self.errors: list[str] = []
         self._handovers = 0
         self._held_until = 0.0
@@ -732,8 +742,16 @@ class _Bookkeeper:
         return self._pump.errors
 
     def _update_front_now(self, *, force: bool) -> None:
+        from collections import Counter
+
+        from nas.search.summary import SUMMARY_ATTR, search_summary
+
         self._front_pending = False
-        records = records_from_study(self.prepared.study)
+        frozen = self.prepared.study.get_trials(deepcopy=False)
+        records = records_from_study(self.prepared.study, frozen)
+        # What nas status / nas pareto show, so that they need not read every trial of a large study.
+        self.prepared.study.set_user_attr(SUMMARY_ATTR, search_summary(
+            records, self.prepared.objectives, Counter(t.state.name for t in frozen)))
         reference = _ensure_reference(self.prepared.study, records, self.prepared.objectives)
         if reference is None:
             return
@@ -821,7 +839,8 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
     study = prepared.study
     if options.resume:
         recover_interrupted(study)
-    study.sampler = make_sampler(options.sampler, seed=options.seed, constrained=bool(space.constraints))
+    study.sampler = make_sampler(options.sampler, seed=options.seed, constrained=bool(space.constraints),
+                                 history=options.sampler_history)
     scheduler = make_scheduler(options.scheduler, objectives=dict(space.objectives), max_t=prepared.epochs,
                                grace_period=options.grace_period, reduction_factor=options.reduction_factor)
     searcher = OptunaMultiObjectiveSearcher(

@@ -137,39 +137,41 @@ def count_trials(records: Sequence[TrialRecord]) -> TrialCounts:
     return TrialCounts(**counts)
 
 
-def records_from_study(study: Any) -> list[TrialRecord]:
-    """Convert every trial of an ``optuna.Study`` into a ``TrialRecord`` (ordered by number)."""
+def records_from_study(study: Any, trials: Sequence[Any] | None = None) -> list[TrialRecord]:
+    """Convert every trial of an ``optuna.Study`` into a ``TrialRecord`` (ordered by number).
+
+    ``trials``: the study's frozen trials when the caller has just read them (one snapshot for both).
+    """
     names = list(study.metric_names or [])
-    out: list[TrialRecord] = []
-    for t in study.get_trials(deepcopy=False):
-        values = None
-        state = t.state.name
-        if "duplicate_of" in t.user_attrs or (state == FAIL and t.user_attrs.get("fail_reason") == "duplicate"):
-            state = DUPLICATE
-        elif "proxy_dropped" in t.user_attrs:
-            state = DROPPED
-        if t.values is not None and state == COMPLETE:
-            values = dict(zip(names, t.values, strict=True)) if names else dict(enumerate(t.values))
-        # Optuna 5 keeps trial.set_constraint(key, value) as system attr "constraints:<key>".
-        constraint_items = sorted(
-            (k, v) for k, v in t.system_attrs.items() if k.startswith("constraints:")
-        )
-        constraints = tuple(float(v) for _, v in constraint_items) if constraint_items else None
-        history = list(t.user_attrs.get("history", []))
-        out.append(
-            TrialRecord(
-                number=t.number,
-                state=state,
-                params=dict(t.params),
-                values=values,
-                history=history,
-                user_attrs=_described(dict(t.user_attrs), history),
-                constraints=constraints,
-                started=t.datetime_start,
-                completed=t.datetime_complete,
-            )
-        )
-    return sorted(out, key=lambda r: r.number)
+    frozen = study.get_trials(deepcopy=False) if trials is None else trials
+    return sorted((record_of(t, names) for t in frozen), key=lambda r: r.number)
+
+
+def record_of(t: Any, names: Sequence[str]) -> TrialRecord:
+    """One frozen Optuna trial as a ``TrialRecord``; ``names`` are the study's metric names."""
+    values = None
+    state = t.state.name
+    if "duplicate_of" in t.user_attrs or (state == FAIL and t.user_attrs.get("fail_reason") == "duplicate"):
+        state = DUPLICATE
+    elif "proxy_dropped" in t.user_attrs:
+        state = DROPPED
+    if t.values is not None and state == COMPLETE:
+        values = dict(zip(names, t.values, strict=True)) if names else dict(enumerate(t.values))
+    # Optuna 5 keeps trial.set_constraint(key, value) as system attr "constraints:<key>".
+    constraint_items = sorted((k, v) for k, v in t.system_attrs.items() if k.startswith("constraints:"))
+    constraints = tuple(float(v) for _, v in constraint_items) if constraint_items else None
+    history = list(t.user_attrs.get("history", []))
+    return TrialRecord(
+        number=t.number,
+        state=state,
+        params=dict(t.params),
+        values=values,
+        history=history,
+        user_attrs=_described(dict(t.user_attrs), history),
+        constraints=constraints,
+        started=t.datetime_start,
+        completed=t.datetime_complete,
+    )
 
 
 _DESCRIBED = (("family", "family"), ("time_steps", "time_steps"), ("params", "model_params"))

@@ -742,7 +742,8 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
 
 
 def make_sampler(
-    name: str, *, seed: int | None, constrained: bool = False, population_size: int | None = None
+    name: str, *, seed: int | None, constrained: bool = False, population_size: int | None = None,
+    history: int | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for a search: ``"tpe"``, ``"nsga2"``, ``"gp"`` or ``"random"``.
 
@@ -756,9 +757,18 @@ def make_sampler(
     conditional). Optuna 5's multi-objective default, one density per parameter, keeps proposing the
     same architecture: on NAS-Bench-201 (200 trials, 3 seeds) 30-44% of its proposals had to come
     from the fallback, against 0-1% for the multivariate TPE.
+
+    ``history``: model only the most recent ``history`` finished trials plus the current front
+    (:class:`nas.search.history.BoundedHistorySampler`), so an ask stops growing with the study;
+    ``None`` models every trial.
     """
     if not isinstance(constrained, bool):
         raise ValueError(f"constrained must be True or False, got {constrained!r}")
+    if history is not None:
+        from nas.search.history import BoundedHistorySampler
+
+        return BoundedHistorySampler(make_sampler(name, seed=seed, constrained=constrained,
+                                                  population_size=population_size), recent=history)
     if name == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -14,6 +14,8 @@ Run-folder layout (``--root``, default ``./nas-runs``)::
 
 Commands that only look (``nas status``, ``pareto``, ``report``, ``export``) open the storage
 read-only (``open_storage(read_only=True)``): they never create, migrate or rewrite a study file.
+The one process that writes a study (the controller, holding the search's ``SearchLock``) opens it
+through :func:`single_writer_storage`, which reads back from the database only the trials it changed.
 """
 
 from __future__ import annotations
@@ -128,8 +130,8 @@ def open_storage(url: str, *, read_only: bool = False) -> Any:
             _check_optuna_tables(url, engine_kwargs)
         storage = _rdb_storage(url, engine_kwargs, read_only=read_only)
         if sqlite_file is not None and not read_only:
-            _write_ahead_log(storage.engine)
-        return storage
+            write_ahead_log(storage.engine)
+        return storage if read_only else single_writer_storage(storage)
     except NasError:
         raise
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
@@ -163,6 +165,84 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any], *, read_only: bool) ->
         if read_only:
             raise
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def single_writer_storage(backend: Any) -> Any:
+    """Optuna's caching storage over ``backend`` (an ``RDBStorage``), for the one process that writes the study.
+
+    Optuna's own cache keeps finished trials but reads every unfinished trial back from the database
+    on each ``get_all_trials``, in case another process changed it. TPE calls that two or three times
+    per ask (constant liar: running trials count), so with K trials running an ask read K trials with
+    all their params and attributes: 0.23 s per read at K = 100 on SQLite (``benchmarks/bench_scale.py``),
+    three quarters of the controller's time. Here only the trials written through this storage since
+    the last read (and trials created since) are read back; the others cannot have changed, because
+    a search's study has one writer (``SearchLock``). Readers in other processes are unaffected.
+    """
+    from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
+
+    class SingleWriterStorage(_CachedStorage):
+        """``_CachedStorage`` that re-reads only the unfinished trials this process wrote (see above)."""
+
+        def __init__(self, rdb: Any) -> None:
+            super().__init__(rdb)
+            self._written: set[int] = set()  # trial ids written since the last read
+            self._newest: dict[int, int] = {}  # study id -> largest trial id read so far
+
+        @property
+        def engine(self) -> Any:
+            """The SQLAlchemy engine of the database."""
+            return self._backend.engine
+
+        def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
+            trial_id = super().create_new_trial(study_id, template_trial)
+            self._written.add(trial_id)
+            return trial_id
+
+        def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                            distribution: Any) -> None:
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+            self._written.add(trial_id)
+
+        def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+            try:
+                return super().set_trial_state_values(trial_id, state=state, values=values)
+            finally:
+                self._written.add(trial_id)
+
+        def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+            self._written.add(trial_id)
+
+        def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+            super().set_trial_user_attr(trial_id, key, value)
+            self._written.add(trial_id)
+
+        def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+            super().set_trial_system_attr(trial_id, key, value)
+            self._written.add(trial_id)
+
+        def _read_trials_from_remote_storage(self, study_id: int) -> None:
+            with self._lock:
+                study = self._studies.setdefault(study_id, _StudyInfo())
+                written, self._written = self._written, set()
+                if study_id in self._newest:
+                    changed = study.unfinished_trial_ids & written
+                    newer_than = self._newest[study_id]
+                else:  # the first read: everything Optuna's cache does not hold yet
+                    changed = set(study.unfinished_trial_ids)
+                    newer_than = study.last_finished_trial_id
+                trials = self._backend._get_trials(study_id, states=None, included_trial_ids=changed,
+                                                   trial_id_greater_than=newer_than)
+                self._newest[study_id] = max([newer_than, *(t._trial_id for t in trials)])
+                self._add_trials_to_cache(study_id, trials)
+                for trial in trials:
+                    if trial.state.is_finished():
+                        study.unfinished_trial_ids.discard(trial._trial_id)
+                        study.last_finished_trial_id = max(study.last_finished_trial_id, trial._trial_id)
+                    else:
+                        study.unfinished_trial_ids.add(trial._trial_id)
+
+    return SingleWriterStorage(backend)
 
 
 def _check_sqlite_file(path: Path, *, missing_ok: bool = False) -> None:
@@ -201,8 +281,8 @@ def _check_optuna_tables(url: str, engine_kwargs: dict[str, Any]) -> None:
         raise NasError(f"study storage {where} is not a nas study (no Optuna tables)")
 
 
-def _write_ahead_log(engine: Any) -> None:
-    """Put a SQLite study in WAL mode with ``synchronous=NORMAL``.
+def write_ahead_log(engine: Any) -> None:
+    """Put a SQLite database (the study; the MLflow store too) in WAL mode with ``synchronous=NORMAL``.
 
     The controller writes after every epoch of every trial from inside Ray Tune's event loop; with
     SQLite's default rollback journal each write waits for two fsyncs, which workers feel as idle
@@ -315,6 +395,36 @@ class SearchHandle:
         raw = self.hypervolume
         return None if raw is None else normalised_hypervolume(raw, self.objectives, self.reference)
 
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Counts by state, best values and front numbers (``nas.search.summary.search_summary``).
+
+        The controller stores one with every front update. It is used as it is when it is current (the
+        study's trial counts per state, one SQL query, are those it was computed from) or when the search
+        is running (its lock is held: the summary is at most one front update old); otherwise, e.g. for a
+        killed controller's study, it is computed from every trial, which takes seconds per thousand.
+        """
+        from collections import Counter
+
+        from nas.search.summary import SUMMARY_ATTR, search_summary
+
+        stored = self.study.user_attrs.get(SUMMARY_ATTR)
+        if stored is not None and "counts" in stored and (stored.get("states") == _state_counts(self.study)
+                                   or SearchLock(self.root, self.name).held_elsewhere()):
+            return stored
+        frozen = self.study.get_trials(deepcopy=False)
+        return search_summary(records_from_study(self.study, frozen), self.objectives,
+                              Counter(t.state.name for t in frozen))
+
+    @property
+    def front_records(self) -> list[TrialRecord]:
+        """The records of the Pareto front only, read in one query (see :attr:`summary`)."""
+        from nas.search.records import record_of
+
+        names = list(self.study.metric_names or [])
+        return sorted((record_of(t, names) for t in _trials_by_number(self.study, self.summary["front"])),
+                      key=lambda r: r.number)
+
     def trial_dir(self, number: int) -> Path:
         """Folder holding a finished trial's weights and metrics."""
         return self.search_dir / "trials" / str(number)
@@ -356,6 +466,34 @@ def open_search(root: str | Path, name: str, *, storage: str | None = None, trac
         reference={k: float(v) for k, v in (attrs.get("reference") or {}).items()},
         tracking_override=tracking_uri,
     )
+
+
+def _trials_by_number(study: Any, numbers: list[int]) -> list[Any]:
+    """The frozen trials of ``numbers``, read with two queries whatever their count (a server storage
+    answers each query in milliseconds, so one query per trial made ``nas pareto`` take seconds)."""
+    import sqlalchemy
+
+    if not numbers:
+        return []
+    backend = getattr(study._storage, "_backend", study._storage)
+    query = sqlalchemy.text("select trial_id from trials where study_id = :study and number in :numbers"
+                            ).bindparams(sqlalchemy.bindparam("numbers", expanding=True))
+    with backend.engine.connect() as connection:
+        ids = {int(row[0]) for row in connection.execute(query, {"study": study._study_id,
+                                                                  "numbers": [int(n) for n in numbers]})}
+    # Optuna's reader of "these trial ids, or any id above a bound": no trial id lies above a 32-bit integer.
+    return backend._get_trials(study._study_id, states=None, included_trial_ids=ids, trial_id_greater_than=2**31 - 1)
+
+
+def _state_counts(study: Any) -> dict[str, int]:
+    """The study's number of trials per Optuna state, counted by the database (Optuna's ``trials`` table)."""
+    import sqlalchemy
+
+    engine = getattr(study._storage, "_backend", study._storage).engine
+    query = sqlalchemy.text("select state, count(*) from trials where study_id = :study group by state")
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"study": study._study_id}).all()
+    return {str(getattr(state, "name", state)): int(count) for state, count in rows}
 
 
 def check_root(root: str | Path) -> Path:

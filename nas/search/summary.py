@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nas.search.records import COMPLETE, TrialRecord, count_trials
+from nas.search.records import COMPLETE, TrialCounts, TrialRecord, count_trials
 
 FRONT_COLUMNS = ("trial", "family", "val_acc", "energy_uj", "sops", "time_steps", "params")
 
@@ -74,21 +75,43 @@ def render_front(rows: list[dict[str, Any]], title: str = "Pareto front") -> str
     return _printed(table)
 
 
-def status_row(name: str, records: list[TrialRecord], options: dict[str, Any],
-               hypervolume: float | None = None) -> dict[str, Any]:
-    """One line of ``nas status``: trials done of the budget, counts by outcome (``count_trials``), the best
-    values and the normalised hypervolume."""
+SUMMARY_ATTR = "summary"  # study user attr: the controller's search_summary, refreshed with the front
+
+
+def search_summary(records: list[TrialRecord], objectives: dict[str, str], states: Mapping[str, int]
+                   ) -> dict[str, Any]:
+    """What ``nas status`` and ``nas pareto`` need, computed once from every record of a study.
+
+    ``states``: the number of trials per Optuna state in the same snapshot (``{"COMPLETE": 12, ...}``);
+    a reader compares them with the study's to know whether the summary is current. ``counts`` are
+    the trials by outcome (``count_trials``).
+    """
+    from nas.search.pareto import front_of
+
     complete = [r for r in records if r.state == COMPLETE and r.values]
     accs = [r.values.get("val_acc") for r in complete if r.values.get("val_acc") is not None]
     energies = [r.values.get("energy_uj") for r in complete if r.values.get("energy_uj") is not None]
-    counts = count_trials(records)
+    return {
+        "states": dict(states),
+        "counts": count_trials(records).as_dict(),
+        "best_val_acc": max(accs) if accs else None,
+        "min_energy_uj": min(energies) if energies else None,
+        "front": [r.number for r in front_of(records, objectives)],
+    }
+
+
+def status_row(name: str, summary: Mapping[str, Any], options: dict[str, Any],
+               hypervolume: float | None = None) -> dict[str, Any]:
+    """One line of ``nas status`` from a :func:`search_summary`: trials done of the budget, counts by outcome
+    (``count_trials``), the best values and the normalised hypervolume."""
+    counts = TrialCounts(**summary["counts"])
     return {
         "search": name,
         "space": Path(str(options.get("space", "-"))).name,
         "done": f"{counts.done}/{options.get('trials', '?')}",
         **{k: v for k, v in counts.as_dict().items() if k != "waiting"},
-        "best_val_acc": max(accs) if accs else None,
-        "min_energy_uj": min(energies) if energies else None,
+        "best_val_acc": summary["best_val_acc"],
+        "min_energy_uj": summary["min_energy_uj"],
         "hypervolume": hypervolume,
         "storage": options.get("storage", "-"),
     }

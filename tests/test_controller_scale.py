@@ -1,0 +1,157 @@
+"""What keeps one controller fast on a large study: the single-writer storage and the bounded sampler history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.search.history import BoundedHistorySampler
+from nas.search.searcher import make_sampler
+from nas.search.store import open_storage
+
+
+def _same(a: list, b: list) -> None:
+    assert [(t.number, t.state, t.params, t.values, t.user_attrs, t.system_attrs) for t in a] == \
+        [(t.number, t.state, t.params, t.values, t.user_attrs, t.system_attrs) for t in b]
+
+
+def test_single_writer_storage_reads_back_only_what_it_wrote_and_stays_exact(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
+    reads: list[set[int]] = []
+    backend_get_trials = storage._backend._get_trials
+
+    def counting(study_id, states, included_trial_ids, trial_id_greater_than):
+        trials = backend_get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+        reads.append({t._trial_id for t in trials})
+        return trials
+
+    storage._backend._get_trials = counting
+    running = [study.ask() for _ in range(5)]
+    for i, trial in enumerate(running):
+        trial.suggest_int("x", 0, 10)
+        trial.set_user_attr("history", [{"epoch": 1, "i": i}])
+    study.get_trials(deepcopy=False)
+    running[1].set_user_attr("history", [{"epoch": 1}, {"epoch": 2}])
+    study.tell(running[2], [0.5, 1.0])
+    reads.clear()
+    fresh = optuna.load_study(study_name="s", storage=open_storage(url, read_only=True))
+    _same(study.get_trials(deepcopy=False), fresh.get_trials(deepcopy=False))
+    # Only the two trials written since the last read came back from the database, not all five.
+    assert reads == [{running[1]._trial_id, running[2]._trial_id}]
+    reads.clear()
+    study.get_trials(deepcopy=False)
+    assert reads == [set()]
+    storage.engine.dispose()
+
+
+def test_bounded_history_sees_recent_trials_front_and_running_ones() -> None:
+    seen: list[list[int]] = []
+
+    class Spy(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, name, distribution):
+            seen.append([t.number for t in study._get_trials(deepcopy=False, states=None, use_cache=False)])
+            return super().sample_independent(study, trial, name, distribution)
+
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=BoundedHistorySampler(Spy(seed=0), recent=3))
+    values = [(0.9, 1.0), (0.1, 9.0), (0.2, 8.0), (0.3, 7.0), (0.4, 6.0), (0.5, 5.0)]
+    for v in values:  # trial 0 dominates every later one: it is the front
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        study.tell(trial, list(v))
+    running = study.ask()
+    running.suggest_float("x", 0, 1)
+    seen.clear()
+    nxt = study.ask()
+    nxt.suggest_float("x", 0, 1)
+    # front (0), the three most recent finished (3, 4, 5), the running ones (6, 7).
+    assert seen == [[0, 3, 4, 5, 6, 7]]
+
+
+def test_make_sampler_history_wraps_and_rejects_bad_values() -> None:
+    sampler = make_sampler("tpe", seed=0, history=100)
+    assert isinstance(sampler, BoundedHistorySampler) and sampler.recent == 100
+    with pytest.raises(ValueError, match="recent"):
+        make_sampler("tpe", seed=0, history=0)
+    study = optuna.create_study(directions=["maximize"], sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=15)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_bookkeeping_queue_is_bounded_and_runs_everything_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from nas.search.controller import _EventPump
+
+    monkeypatch.setattr(_EventPump, "QUEUE_LIMIT", 2)
+    pump = _EventPump()
+    gate = threading.Event()
+    done: list[int] = []
+    pump.submit(gate.wait)  # the writer is busy until the gate opens
+    while pump._queue.qsize():
+        time.sleep(0.01)
+    pump.submit(done.append, 0)
+    pump.submit(done.append, 1)
+    blocked = threading.Thread(target=pump.submit, args=(done.append, 2))
+    blocked.start()
+    time.sleep(0.2)
+    assert blocked.is_alive()  # the queue is full: the producer waits instead of growing it
+    gate.set()
+    blocked.join(timeout=5)
+    pump.close()
+    assert done == [0, 1, 2] and not pump.errors
+
+
+def test_status_and_pareto_read_the_stored_summary_while_it_is_current(tmp_path: Path, monkeypatch) -> None:
+    from collections import Counter
+
+    from nas.search import store
+    from nas.search.records import records_from_study
+    from nas.search.summary import SUMMARY_ATTR, search_summary
+
+    objectives = {"val_acc": "max", "energy_uj": "min"}
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), directions=["maximize", "minimize"])
+    study.set_metric_names(list(objectives))
+    study.set_user_attr("objectives", objectives)
+    for values in ([0.9, 5.0], [0.5, 1.0], [0.4, 6.0]):
+        trial = study.ask()
+        trial.suggest_int("w", 1, 9)
+        study.tell(trial, values)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    frozen = study.get_trials(deepcopy=False)
+    exact = search_summary(records_from_study(study, frozen), objectives, Counter(t.state.name for t in frozen))
+    study.set_user_attr(SUMMARY_ATTR, exact)
+    store.write_options(tmp_path / "s", {"name": "s", "storage": url, "trials": 4, "objectives": objectives})
+    assert exact["front"] == [0, 1] and exact["counts"]["complete"] == 3 and exact["counts"]["pruned"] == 1
+
+    def no_full_read(*args, **kwargs):
+        raise AssertionError("read every trial although the summary is current")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "records_from_study", no_full_read)
+        handle = store.open_search(tmp_path, "s")
+        assert handle.summary == exact
+        assert [r.number for r in handle.front_records] == [0, 1]
+    # A trial the summary does not know of, and no controller running: computed from every trial.
+    trial = study.ask()
+    trial.suggest_int("w", 1, 9)
+    study.tell(trial, [0.95, 0.5])
+    handle = store.open_search(tmp_path, "s")
+    assert handle.summary["front"] == [4] and handle.summary["counts"]["complete"] == 4
+    assert [r.number for r in handle.front_records] == [4]
+
+
+def test_sampler_history_option_is_checked_before_anything_runs() -> None:
+    from nas.errors import NasError
+    from nas.search.controller import SearchOptions
+
+    SearchOptions(space="s.py", sampler_history=2000).validate()
+    with pytest.raises(NasError, match="--sampler-history must be at least 1"):
+        SearchOptions(space="s.py", sampler_history=0).validate()
