@@ -201,3 +201,20 @@ def test_time_to_reach_and_inf() -> None:
     assert run.time_to_reach(0.5) == 50.0 and math.isinf(run.time_to_reach(0.55))
     assert run.hypervolume_at(49.0) == 0.2 and run.final_hypervolume == 0.5
     assert TRAINED == "trained"
+
+
+def test_a_tpe_run_repeats_exactly_whatever_the_interpreters_hash_seed(tmp_path: Path) -> None:
+    """TPE orders its parameter groups by iterating sets of names: simulations fix the workers' hash seed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    finals = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"run{hash_seed}.json"
+        subprocess.run([sys.executable, "-m", "nas.cli", "bench", "run", "--table", "snnmlp", "--sampler", "tpe",
+                        "--scheduler", "moasha", "--seeds", "2", "--budget", "120", "--json", str(out)],
+                       check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": hash_seed}, timeout=600)
+        finals.append(json.loads(out.read_text())[0]["settings"][0]["finals"])
+    assert finals[0] == finals[1]

@@ -6,7 +6,8 @@ budget (median and quartiles over seeds) and by the simulated time to reach a ta
 fraction of the table's true-front hypervolume; the final hypervolume of plain random search
 without early stopping when that setting is part of the comparison; and the best median final
 hypervolume of the settings without a proxy rung, "best@B"). Runs are spread over worker
-processes; every run is deterministic for its seed, so the figures do not depend on how many.
+processes (with ``PYTHONHASHSEED`` fixed, without which TPE samples differently in every interpreter);
+every run is then deterministic for its seed, so the figures do not depend on how many.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nas.bench.table_space import TableSpace
 from nas.search.proxy_rung import ProxyOutcome
 
 CHECKPOINTS = (0.1, 0.25, 0.5, 1.0)
+SIMULATION_HASH_SEED = "0"
 BASELINE = ("random", "none")
 
 
@@ -136,11 +138,10 @@ def compare(
     space = TableSpace(table)
     truth = true_front_hypervolume(space)
     jobs = [replace(s, seed=seed) for s in settings for seed in range(seeds)]
-    if processes > 1:
-        with worker_pool(processes, _load, (table, truth, proxy_scores)) as pool:
-            runs = list(pool.map(_run, jobs, chunksize=max(1, seeds // 4)))
-    else:
-        runs = [simulate(space, job, true_hypervolume=truth, proxy_scores=proxy_scores) for job in jobs]
+    # Always in worker processes with a fixed hash seed: a run is then the same for its seed in any
+    # interpreter and with any number of processes (see worker_pool).
+    with worker_pool(processes, _load, (table, truth, proxy_scores), hash_seed=SIMULATION_HASH_SEED) as pool:
+        runs = list(pool.map(_run, jobs, chunksize=max(1, seeds // 4)))
     by_setting = [runs[i * seeds:(i + 1) * seeds] for i in range(len(settings))]
     baseline = next((r for s, r in zip(settings, by_setting, strict=True)
                      if (s.sampler, s.scheduler, s.proxy) == (*BASELINE, "none")), None)
