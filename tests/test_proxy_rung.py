@@ -112,7 +112,8 @@ def test_the_simulator_with_a_proxy_rung_charges_its_scoring_and_drops_candidate
     space = TableSpace(table)
     scores = load_proxy_scores(SCORES_FILE, table)
     assert len(scores) == len(table.entries)
-    settings = SimulationSettings(sampler="random", scheduler="none", budget=100, seed=0, proxy="sahd")
+    settings = SimulationSettings(sampler="random", scheduler="none", budget=100, seed=0, proxy="sahd",
+                                  proxy_rule="top")
     run = simulate(space, settings, proxy_scores=scores)
     assert run.curve and run.proposals["proxy_dropped"] >= 2 * len(run.trials)
     # Scoring is charged: a proxy that takes 50 simulated seconds per candidate leaves no time to train.

@@ -384,7 +384,8 @@ def test_a_search_with_the_proxy_rung_scores_every_trial_and_never_trains_what_i
     space = _write(tmp_path, "tiny.py", tiny_space(epochs=1, trials=3, train=128))
     root = tmp_path / "runs"
     result = launch(SearchOptions(space=str(space), name="proxied", root=str(root), trials=3, concurrency=1,
-                                  scheduler="none", proxy="sahd", seed=0), live=False)
+                                  scheduler="none", proxy="sahd", proxy_rule="top", seed=0),
+                    live=False)
     records = [r for r in result.records if r.state != "DUPLICATE"]
     trained = [r for r in records if r.state == "COMPLETE"]
     dropped = [r for r in records if r.state == "DROPPED"]

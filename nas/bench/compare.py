@@ -23,6 +23,7 @@ from nas.bench._pool import worker_pool
 from nas.bench.simulator import SimulationRun, SimulationSettings, cost_column, simulate, true_front_hypervolume
 from nas.bench.table import LearningCurveTable
 from nas.bench.table_space import TableSpace
+from nas.search.choices import DEFAULT_PROXY_RULE
 from nas.search.proxy_rung import ProxyOutcome
 
 CHECKPOINTS = (0.1, 0.25, 0.5, 1.0)
@@ -69,7 +70,7 @@ class Comparison:
 
 
 def settings_grid(samplers: Sequence[str], schedulers: Sequence[str], etas: Sequence[float], *, workers: int,
-                  budget: float, proxies: Sequence[str] = ("none",), proxy_rules: Sequence[str] = ("top",)
+                  budget: float, proxies: Sequence[str] = ("none",), proxy_rules: Sequence[str] = (DEFAULT_PROXY_RULE,)
                   ) -> list[SimulationSettings]:
     """Every sampler x scheduler x eta x proxy (x rule), random/none without a proxy first when present.
 

@@ -15,7 +15,7 @@ DEFAULT_SCHEDULER = "moasha"
 PROXIES = ("none", "sahd")
 DEFAULT_PROXY = "none"
 PROXY_RULES = ("top", "front")
-DEFAULT_PROXY_RULE = "top"
+DEFAULT_PROXY_RULE = "front"  # by measurement: benchmarks/README.md, "Training-free rung 0"
 
 # What ``nas export`` writes per model (``--format``, comma-separated).
 EXPORT_FORMATS = ("torchscript", "state_dict", "onnx")
