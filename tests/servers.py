@@ -38,6 +38,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_served(process: subprocess.Popen, signum: int, timeout: float) -> None:
+    """Signal a serving nas command (started with ``start_new_session``) and wait; kill its group if it hangs."""
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def postgres_bin_dir() -> Path | None:
     """Folder holding ``initdb`` and ``pg_ctl`` (``$NAS_PG_BIN``, the PATH, or the newest Debian one)."""
     if os.environ.get("NAS_PG_BIN"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -19,10 +20,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import stop_served
 from test_tracking_support import OBJECTIVES, run_synthetic_search
 
 from nas.search.pareto import front_of
@@ -67,6 +70,22 @@ def _read_until(stream: Any, pattern: str, timeout: float, seen: list[str]) -> r
     if not found:
         raise AssertionError(f"no line matching {pattern!r} within {timeout} s; output:\n" + "\n".join(seen[-20:]))
     return found[0]
+
+
+@contextlib.contextmanager
+def headless_chromium(profile: Path) -> Iterator[str]:
+    """Chromium on about:blank with its own profile folder; yields its DevTools websocket URL, stops it after."""
+    chromium = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield _read_until(chromium.stderr, r"DevTools listening on (ws://\S+)", 60, []).group(1)
+    finally:
+        chromium.terminate()
+        try:
+            chromium.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            chromium.kill()
+            chromium.wait()
 
 
 class DevTools:
@@ -206,12 +225,7 @@ def ui(tmp_path: Path):
         match = _read_until(process.stdout, r"search browsed: (http://127\.0\.0\.1:\d+/\S+)", 180, seen)
         yield search, match.group(1), port
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_served(process, signal.SIGINT, 30)
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, "the MLflow UI still listens after nas ui stopped"
 
@@ -223,19 +237,8 @@ def test_mlflow_ui_shows_the_runs_and_the_front(ui: Any, tmp_path: Path) -> None
     OUTPUT.mkdir(parents=True, exist_ok=True)
     front = front_of(search.records, OBJECTIVES)
     children = [f"trial-{r.number}" for r in search.records]
-    chromium = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}",
-                                 "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        seen: list[str] = []
-        ws_url = _read_until(chromium.stderr, r"DevTools listening on (ws://\S+)", 60, seen).group(1)
+    with headless_chromium(Path(tempfile.mkdtemp(dir=tmp_path))) as ws_url:
         seen_result = asyncio.run(_look(ws_url, run_page, run_page + "/artifacts/pareto.html", children))
-    finally:
-        chromium.terminate()
-        try:
-            chromium.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            chromium.kill()
-            chromium.wait()
     print(f"screenshots: {OUTPUT / 'parent_run.png'} {OUTPUT / 'pareto_artifact.png'}")
     assert "browsed" in seen_result["run_text"]
     shown = seen_result["front"]

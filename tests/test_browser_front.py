@@ -24,12 +24,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from servers import free_port
-from test_browser import CHROMIUM, CHROMIUM_FLAGS, OUTPUT, DevTools, _read_until
+from servers import free_port, stop_served
+from test_browser import CHROMIUM, OUTPUT, DevTools, _read_until, headless_chromium
 from test_tracking_support import OBJECTIVES, SyntheticSearch, run_synthetic_search
 
 from nas.search.pareto import front_of
@@ -54,12 +55,7 @@ def _serve(command: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         _read_until(process.stdout, r"stops it", 180, seen)
         yield process, "\n".join(seen)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_served(process, signal.SIGTERM, 60)
 
 
 def _printed(output: str, label: str) -> str:
@@ -68,18 +64,8 @@ def _printed(output: str, label: str) -> str:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    profile = tempfile.mkdtemp(dir=tmp_path_factory.mktemp("chromium"))
-    chromium = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        yield _read_until(chromium.stderr, r"DevTools listening on (ws://\S+)", 60, []).group(1)
-    finally:
-        chromium.terminate()
-        try:
-            chromium.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            chromium.kill()
-            chromium.wait()
+    with headless_chromium(Path(tempfile.mkdtemp(dir=tmp_path_factory.mktemp("chromium")))) as ws_url:
+        yield ws_url
 
 
 async def _visit(ws_url: str, pages: list[tuple[str, str, str]], extra: dict[str, str] | None = None) -> dict[str, Any]:
