@@ -15,7 +15,7 @@ Two searches of 8 short trials at concurrency 2 (kept to two to stay well inside
 2. ``resumed``: on the two nodes left, the controller is SIGKILLed after a trial completed, then
    ``nas resume`` against the same PostgreSQL and MLflow server brings the total to exactly 8.
 
-``--scheduler none``: every trial trains its full 2 epochs, so every counted trial must end
+``--scheduler none``: every trial trains its full EPOCHS (4) epochs, so every counted trial must end
 COMPLETE; with MOASHA a pruned trial would also be legitimate and the checks on retried trials
 (which must reach the last epoch on another node) would be weaker.
 """
@@ -52,7 +52,7 @@ pytest_plugins = ["servers"]
 pytestmark = pytest.mark.slow
 
 TRIALS = 8
-EPOCHS = 2
+EPOCHS = 4  # a trial stays "half way" (first epoch done, still running) long enough to be seen under load
 # Unique per run, so finding it anywhere is a leak and never a coincidence.
 PASSWORD = "nas-pw-" + secrets.token_hex(12)
 SEARCH_TIMEOUT_S = 300
