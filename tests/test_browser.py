@@ -120,6 +120,14 @@ class DevTools:
             raise AssertionError(f"{method}: {reply['error']}")
         return reply["result"]
 
+    async def new_page(self) -> str:
+        """A blank tab attached as a flat session with its Page and Runtime domains on; returns the session id."""
+        target = (await self.call("Target.createTarget", {"url": "about:blank"}))["targetId"]
+        page = (await self.call("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
+        await self.call("Page.enable", session=page)
+        await self.call("Runtime.enable", session=page)
+        return page
+
     async def evaluate(self, expression: str, session: str, context: int | None = None) -> Any:
         params: dict[str, Any] = {"expression": expression, "returnByValue": True}
         if context is not None:
@@ -160,10 +168,7 @@ async def _look(ws_url: str, run_page: str, artifact_page: str, children: list[s
 
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, max_msg_size=0) as ws:
         dt = DevTools(ws)
-        target = (await dt.call("Target.createTarget", {"url": "about:blank"}))["targetId"]
-        page = (await dt.call("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
-        await dt.call("Page.enable", session=page)
-        await dt.call("Runtime.enable", session=page)
+        page = await dt.new_page()
         # out-of-process iframes (MLflow shows HTML artifacts in a sandboxed iframe) attach as their own sessions
         await dt.call("Target.setAutoAttach", {"autoAttach": True, "waitForDebuggerOnStart": False, "flatten": True},
                       session=page)

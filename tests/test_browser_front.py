@@ -76,10 +76,7 @@ async def _visit(ws_url: str, pages: list[tuple[str, str, str]], extra: dict[str
     texts = {}
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, max_msg_size=0) as ws:
         dt = DevTools(ws)
-        target = (await dt.call("Target.createTarget", {"url": "about:blank"}))["targetId"]
-        page = (await dt.call("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
-        await dt.call("Page.enable", session=page)
-        await dt.call("Runtime.enable", session=page)
+        page = await dt.new_page()
         for url, ready, name in pages:
             await dt.call("Page.navigate", {"url": url}, session=page)
             await dt.wait_for(f"document.body && ({ready})", page, 90)
