@@ -400,8 +400,20 @@ def test_cifar100_folder_builds(tmp_path: Path) -> None:
 
 def test_concurrent_builds_write_once(tmp_path: Path) -> None:
     # Ray workers may ask for the same dataset at the same moment: one writes, the other waits for it.
+    # Both ask from threads (as Ray Tune's function trainables do) of a process whose numba has
+    # started its TBB pool (as an FFCV loader does): a forked writer process dies there at once.
     from concurrent.futures import ThreadPoolExecutor
 
+    import numba
+
+    @numba.njit(parallel=True)
+    def total(values: np.ndarray) -> float:
+        result = 0.0
+        for i in numba.prange(values.shape[0]):
+            result += values[i]
+        return result
+
+    assert total(np.ones(64)) == 64.0
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: data.build("digits", out=tmp_path), range(2)))
     assert sorted(r.cached for r in results) == [False, True]

@@ -12,6 +12,7 @@ import torch
 _threads = torch.get_num_threads()
 # The imports must follow the read of the thread count above.
 import ffcv.fields  # noqa: E402
+import ffcv.memory_allocator  # noqa: E402
 import ffcv.writer  # noqa: E402
 from ffcv.fields import FloatField, IntField, NDArrayField, RGBImageField  # noqa: E402
 from ffcv.fields.basics import IntDecoder  # noqa: E402

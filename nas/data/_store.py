@@ -172,10 +172,12 @@ def _write_beton(
     # keep it quiet, so it is swapped for this call (under a lock) and restored; so are the names
     # through which it starts and waits for its workers (see _WriterWatch).
     with _WRITER_LOCK:
-        originals = {name: getattr(ffcv.writer, name) for name in ("tqdm", "sleep", "Queue", "Process")}
+        originals = {name: getattr(ffcv.writer, name) for name in ("tqdm", "sleep", "Queue", "Process", "Value")}
+        allocator_value = ffcv.memory_allocator.Value
         watch = _WriterWatch(originals["sleep"])
         ffcv.writer.tqdm = functools.partial(tqdm, desc=label, unit="img", disable=not progress, leave=True)
         ffcv.writer.sleep, ffcv.writer.Queue, ffcv.writer.Process = watch.sleep, watch.queue, watch.process
+        ffcv.writer.Value = ffcv.memory_allocator.Value = watch.context.Value
         try:
             writer.from_indexed_dataset(_Samples(images, labels), chunksize=500)
             os.replace(tmp, path)
@@ -193,6 +195,7 @@ def _write_beton(
         finally:
             for name, value in originals.items():
                 setattr(ffcv.writer, name, value)
+            ffcv.memory_allocator.Value = allocator_value
             tmp.unlink(missing_ok=True)
 
 
@@ -224,15 +227,20 @@ class _WriterWatch:
     watch hands FFCV its ``Process``, ``sleep`` and ``Queue``: it records the workers, and where the
     writer waits (its polling sleep, a blocking ``get``) it checks them, stops the rest and raises
     ``_WritersDied`` once one has exited with an error.
+
+    Off the main thread (Ray Tune runs a trial's function in a thread) the workers are spawned, not
+    forked: a fork from a thread of a process whose numba has started TBB kills the child at once.
     """
 
     def __init__(self, sleep: Any) -> None:
         self._sleep = sleep
         self._owner = os.getpid()
-        self.workers: list[multiprocessing.Process] = []
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        self.context = multiprocessing.get_context("fork" if on_main_thread else "spawn")
+        self.workers: list[multiprocessing.process.BaseProcess] = []
 
-    def process(self, *args: Any, **kwargs: Any) -> multiprocessing.Process:
-        worker = multiprocessing.Process(*args, **kwargs)
+    def process(self, *args: Any, **kwargs: Any) -> multiprocessing.process.BaseProcess:
+        worker = self.context.Process(*args, **kwargs)
         self.workers.append(worker)
         return worker
 
@@ -258,7 +266,7 @@ class _WatchedQueue(multiprocessing.queues.Queue):
     """A queue whose blocking ``get`` checks the writer's workers while it waits."""
 
     def __init__(self, watch: _WriterWatch, maxsize: int = 0) -> None:
-        super().__init__(maxsize, ctx=multiprocessing.get_context())
+        super().__init__(maxsize, ctx=watch.context)
         self._watch = watch
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
