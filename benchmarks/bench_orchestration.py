@@ -92,8 +92,8 @@ def nas_run(trials: int, concurrency: int, epoch_seconds: float, scheduler: str,
     """One nas search of sleeping trials (controller, Optuna in SQLite, MLflow tracking)."""
     import ray
 
+    from nas.results.records import COMPLETE, PRUNED
     from nas.search.controller import SearchOptions, prepare_search, run_search
-    from nas.search.records import COMPLETE, PRUNED
     from nas.tracking import MlflowTracker
 
     folder = Path(tempfile.mkdtemp(prefix="nas-bench-orch-"))

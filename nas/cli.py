@@ -129,8 +129,8 @@ def _print_result(result: SearchResult, root: str) -> int:
     """Print what a search produced and the line that says how it ended; returns the exit status."""
     import signal
 
+    from nas.results.records import count_trials
     from nas.search.controller import EXIT_TIME_BUDGET
-    from nas.search.records import count_trials
     from nas.search.summary import front_rows, render_front
 
     rows = front_rows(result.records, result.objectives)
@@ -251,8 +251,8 @@ def _train(args: argparse.Namespace) -> int:
     space = load_space(args.space, check_samples=0)
     params = parse_params(args.params, args.trial_config)
     rows = []
-    columns = ("epoch", "train_loss", "val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps",
-               "epoch_seconds")
+    from nas.results.metrics import EPOCH_COLUMNS as columns
+
     for metrics in train_params(space, params, epochs=args.epochs, dataset=args.dataset, seed=args.seed):
         rows.append({k: metrics.get(k) for k in columns})
         print(f"epoch {metrics['epoch']}: val_acc {metrics['val_acc']:.4f}  energy_uj {metrics['energy_uj']:.4g}  "
@@ -266,7 +266,7 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nas.dashboards import load_layer_reports, write_report
-    from nas.search.pareto import front_of
+    from nas.results.pareto import front_of
     from nas.search.store import open_search
 
     handle = open_search(args.root, _search_name(args), storage=args.storage)

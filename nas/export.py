@@ -35,20 +35,18 @@ from torch import nn
 
 from nas._paths import check_writable
 from nas.errors import NasError
+from nas.results.layout import ARCH_FILE, ENERGY_FILE, SPACE_FILE
+from nas.results.metrics import MODEL_METRICS
+from nas.results.records import COMPLETE, TrialRecord
 from nas.search.choices import EXPORT_FORMATS
-from nas.search.records import COMPLETE, TrialRecord
 
 FORMATS = EXPORT_FORMATS
 FORMAT_VERSION = 1
-ARCH_FILE = "arch.json"
 CARD_FILE = "MODEL_CARD.md"
-SPACE_FILE = "space.py"
-ENERGY_FILE = "energy.json"
 SAFETENSORS_FILE = "weights.safetensors"
 STATE_DICT_FILE = "state_dict.pt"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
-METRICS = ("val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps")
 ALIASES = ("best-accuracy", "min-energy", "knee")
 TRACE_TOLERANCE = 1e-5
 ONNX_TOLERANCE = 1e-4
@@ -137,7 +135,7 @@ def select_trials(
     """
     import numpy as np
 
-    from nas.search.pareto import front_of, knee_index
+    from nas.results.pareto import front_of, knee_index
 
     if trials:
         by_number = {r.number: r for r in records}
@@ -175,9 +173,9 @@ def export_search(options: ExportOptions, *, progress: Callable[[str], None] | N
     output folder that exists and is not empty without ``force``, ``register`` without an MLflow run
     for a trial) raises ``NasError`` before anything is written.
     """
-    from nas.search.pareto import ranks_of
-    from nas.search.store import default_tracking_uri, open_search
-    from nas.search.weights import trial_weights_path
+    from nas.results.layout import default_tracking_uri, trial_weights_path
+    from nas.results.pareto import ranks_of
+    from nas.search.store import open_search
     from nas.space import load_space
     from nas.tracking import adopt_run_folder
 
@@ -309,8 +307,8 @@ def _loaders(recipe: Any, settings: dict[str, Any]) -> tuple[Any, Any, Any]:
 def _model_for(record: TrialRecord, space: Any, info: Any, handle: Any, retrain_epochs: int,
                settings: dict[str, Any], train_loader: Any, val_loader: Any) -> tuple[nn.Module, int]:
     """The trial's trained model and how many epochs trained it (retrained from scratch when asked)."""
-    from nas.search.weights import load_trial_model, trial_weights_path
-    from nas.train import CandidateTrainer
+    from nas.results.layout import trial_weights_path
+    from nas.train import CandidateTrainer, load_trial_model
 
     if not retrain_epochs:
         model = load_trial_model(space, record.params, info, trial_weights_path(handle.search_dir, record.number))
@@ -353,7 +351,7 @@ def _write_folder(folder: Path, model: nn.Module, record: TrialRecord, *, space:
     model.eval()
     val_acc, report = measure_model(model, val_loader, int(settings["energy_images"]), settings["energy_profile"])
     metrics = {"val_acc": val_acc, **report.metrics()}
-    recorded = {k: record.last_metrics[k] for k in METRICS if k in record.last_metrics}
+    recorded = {k: record.last_metrics[k] for k in MODEL_METRICS if k in record.last_metrics}
     source = "retrained" if retrained else "search"
     files = [ARCH_FILE, SPACE_FILE]
     shutil.copyfile(handle.space_file, folder / SPACE_FILE)
@@ -677,7 +675,7 @@ def _register(handle: Any, results: list[ExportedModel], models: dict[int, nn.Mo
     """Register every export under the search name; aliases name the best, leanest and knee exports."""
     import numpy as np
 
-    from nas.search.pareto import knee_index
+    from nas.results.pareto import knee_index
     from nas.tracking import RegistryEntry, register_models, trial_model_uri
 
     steps = (info.time_steps,) if info.time_steps else ()  # event frames: [1, T, C, H, W]

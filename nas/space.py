@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from nas.data import DataInfo
 
 DEFAULT_OBJECTIVES: dict[str, str] = {"val_acc": "max", "energy_uj": "min"}
-KNOWN_METRICS = ("val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps", "epoch_seconds")
 INPUTS = ("images", "events")  # what a space's models take: static images [B, C, H, W] or frames [B, T, C, H, W]
 
 

@@ -49,7 +49,9 @@ from nas._serve import LocalServer, ServerHandle, check_port_free
 from nas._urls import mask_urls_in
 from nas.dashboards.renderer import FrontRenderer
 from nas.errors import NasError
-from nas.search.records import COMPLETE, FAIL, INTERRUPTED, METRICS, PRUNED, TrialRecord, count_trials
+from nas.results.layout import MLFLOW_DB, default_tracking_uri
+from nas.results.metrics import METRICS
+from nas.results.records import COMPLETE, FAIL, INTERRUPTED, PRUNED, TrialRecord, count_trials
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
@@ -77,7 +79,7 @@ _TAG_VALUE_MAX = 8000
 _BATCH_PARAMS = 100  # log_batch accepts at most 100 params per call
 REFRESH_SHARE = 9  # a front refresh waits at least this many times as long as the last one took
 
-# How each outcome (nas.search.records.OUTCOMES) shows in MLflow: the tag nas.state and the run status.
+# How each outcome (nas.results.records.OUTCOMES) shows in MLflow: the tag nas.state and the run status.
 # A pruned trial ended as planned (the scheduler stopped it early), so it is FINISHED, not a red cross;
 # only failures are FAILED, and interrupted trials (they run again on resume) KILLED.
 _STATES = {
@@ -461,7 +463,7 @@ class MlflowTracker:
         """
         from mlflow.entities import Metric, RunTag
 
-        from nas.search.pareto import normalised_hypervolume, ranks_of
+        from nas.results.pareto import normalised_hypervolume, ranks_of
 
         names = list(self.objectives)
         missing = [n for n in names if n not in reference]
@@ -784,7 +786,7 @@ def adopt_run_folder(root: str | Path) -> int:
     """
     import sqlite3
 
-    db = Path(root) / "mlflow.db"
+    db = Path(root) / MLFLOW_DB
     if not db.is_file():
         return 0
     here = (Path(root).resolve() / "mlartifacts").as_uri() + "/"
@@ -866,7 +868,7 @@ class MlflowUi(ServerHandle):
         if not 0 < port < 65536:
             raise ValueError(f"--port must be in 1..65535, got {port}")
         self.port = port
-        self.tracking_uri = tracking_uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+        self.tracking_uri = tracking_uri or default_tracking_uri(self.root)
         self.url = f"http://127.0.0.1:{port}"
         self._server: LocalServer | None = None
 
@@ -886,7 +888,7 @@ class MlflowUi(ServerHandle):
         db = _sqlite_path(self.tracking_uri)
         if db is not None and not db.is_file():
             raise NasError(f"{self.root}: no MLflow store here ({db.name} missing); run a search first or pass --root")
-        if self.tracking_uri == f"sqlite:///{(self.root / 'mlflow.db').resolve()}":
+        if self.tracking_uri == default_tracking_uri(self.root):
             adopt_run_folder(self.root)  # a copied or moved run folder shows its own artifacts
         check_port_free(self.port)
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")

@@ -342,3 +342,15 @@ def build_candidate(
     trainer = CandidateTrainer(model, train_loader, val_loader, recipe or space.recipe,
                                epochs=epochs or space.epochs, device=device)
     return Candidate(config=config, model=model, trainer=trainer, data_info=info)
+
+
+def load_trial_model(space: Any, params: dict[str, Any], data_info: Any, weights: Path) -> nn.Module:
+    """A finished trial's architecture with its kept trained weights, in eval mode."""
+    from nas.errors import NasError
+
+    if not weights.is_file():
+        raise NasError(f"{weights}: the trial's weights are missing")
+    model = space.build_model(params, data_info)
+    state = torch.load(weights, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"] if "model" in state else state)
+    return model.eval()

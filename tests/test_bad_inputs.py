@@ -24,6 +24,7 @@ import pytest
 from tiny_space import tiny_space
 
 from nas.cli import main
+from nas.results.layout import default_storage_url
 from nas.search import store
 from nas.search.controller import SearchOptions, prepare_search
 from nas.tracking import MlflowTracker
@@ -114,13 +115,13 @@ def ctx(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     (zero_root / "z").mkdir(parents=True)
     (zero_root / "optuna.db").write_bytes(b"")
     (zero_root / "z" / "search.json").write_text(
-        json.dumps({"name": "z", "storage": store.default_storage_url(zero_root)}))
+        json.dumps({"name": "z", "storage": default_storage_url(zero_root)}))
     foreign_root = folder / "foreign"  # a search whose study file is some other SQLite database
     (foreign_root / "f").mkdir(parents=True)
     with sqlite3.connect(foreign_root / "optuna.db") as connection:
         connection.execute("CREATE TABLE notes (text TEXT)")
     (foreign_root / "f" / "search.json").write_text(
-        json.dumps({"name": "f", "storage": store.default_storage_url(foreign_root)}))
+        json.dumps({"name": "f", "storage": default_storage_url(foreign_root)}))
     values |= {"zero_root": str(zero_root), "foreign_root": str(foreign_root)}
 
     spaces = {

@@ -111,8 +111,8 @@ def test_bookkeeping_queue_is_bounded_and_runs_everything_in_order(monkeypatch: 
 def test_status_and_pareto_read_the_stored_summary_while_it_is_current(tmp_path: Path, monkeypatch) -> None:
     from collections import Counter
 
+    from nas.results.records import records_from_study
     from nas.search import store
-    from nas.search.records import records_from_study
     from nas.search.summary import SUMMARY_ATTR, search_summary
 
     objectives = {"val_acc": "max", "energy_uj": "min"}

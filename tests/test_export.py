@@ -29,7 +29,7 @@ from nas.export import (
     write_onnx,
     write_torchscript,
 )
-from nas.search.records import COMPLETE
+from nas.results.records import COMPLETE
 
 SPACE = textwrap.dedent(
     """
@@ -95,7 +95,7 @@ def exported(search: SimpleNamespace) -> SimpleNamespace:
 
 
 def _front(search: SimpleNamespace) -> list:
-    from nas.search.pareto import front_of
+    from nas.results.pareto import front_of
 
     return front_of(search.handle.records, search.handle.objectives)
 
@@ -209,7 +209,7 @@ def test_registry_holds_the_versions_with_the_three_aliases(search: SimpleNamesp
 def test_knee_with_retraining_says_so_and_remeasures(search: SimpleNamespace, tmp_path: Path) -> None:
     import numpy as np
 
-    from nas.search.pareto import knee_index
+    from nas.results.pareto import knee_index
 
     front = _front(search)
     objectives = search.handle.objectives

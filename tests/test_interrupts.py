@@ -25,9 +25,10 @@ from tiny_space import tiny_space
 from user_space import user_space
 
 from nas.cli import main
+from nas.results.layout import default_storage_url, default_tracking_uri
 from nas.search.controller import EXIT_TIME_BUDGET
 from nas.search.stopping import BUDGET_REASON, SIGNAL_REASON, StopControl
-from nas.search.store import SearchLock, default_storage_url, default_tracking_uri
+from nas.search.store import SearchLock
 
 # What MLflow must say for each outcome the study records.
 EXPECTED_RUN = {

@@ -12,9 +12,9 @@ import ray
 from optuna.trial import TrialState
 from ray import tune
 
+from nas.results.pareto import front_of
+from nas.results.records import COMPLETE, DUPLICATE, FAIL, PRUNED, records_from_study
 from nas.search.moasha import make_scheduler
-from nas.search.pareto import front_of
-from nas.search.records import COMPLETE, DUPLICATE, FAIL, PRUNED, records_from_study
 from nas.search.searcher import (
     FailureReasonCallback,
     OptunaMultiObjectiveSearcher,

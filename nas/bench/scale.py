@@ -304,7 +304,7 @@ def check_stores(study: Any, tracking_uri: str, name: str, simulation: Simulatio
 
     from mlflow import MlflowClient
 
-    from nas.search.records import records_from_study
+    from nas.results.records import records_from_study
 
     problems: list[str] = []
     simulated = {t.number: t for t in simulation.trials}

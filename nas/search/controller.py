@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nas.errors import NasError
+from nas.results.layout import RAY_DIR, SPACE_FILE, default_storage_url, default_tracking_uri, trial_dir
+from nas.results.metrics import METRICS, OBJECTIVE_METRICS
+from nas.results.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from_study
 from nas.search import store
 from nas.search.choices import (
     DEFAULT_PROXY,
@@ -37,7 +40,6 @@ from nas.search.choices import (
     SAMPLERS,
     SCHEDULERS,
 )
-from nas.search.records import COMPLETE, FAIL, METRICS, PRUNED, TrialRecord, records_from_study
 from nas.search.reference import BASIS as REFERENCE_BASIS
 
 log = logging.getLogger(__name__)
@@ -194,7 +196,7 @@ class SearchResult:
     @property
     def normalised_hypervolume(self) -> float | None:
         """The hypervolume as a fraction of the reference box (0..1); ``None`` before any complete trial."""
-        from nas.search.pareto import normalised_hypervolume
+        from nas.results.pareto import normalised_hypervolume
 
         if self.hypervolume is None:
             return None
@@ -226,7 +228,7 @@ def prepare_search(options: SearchOptions,
         saved = store.read_options(root / options.name) if (root / options.name).is_dir() else None
         if saved is None:
             raise NasError(f"cannot resume {options.name!r}: no such search in {root}")
-        space = load_space(root / options.name / "space.py")
+        space = load_space(root / options.name / SPACE_FILE)
         options = _merge_saved(options, saved)
     else:
         space = load_space(options.space)
@@ -246,7 +248,7 @@ def prepare_search(options: SearchOptions,
     if options.cpus_per_trial is None and options.concurrency:
         cpus_per_trial = max(1.0, float(cpus // options.concurrency))
     _check_resources(ray_address, cpus_per_trial, options.gpus_per_trial, cpus, gpus)
-    storage_url = options.storage or store.default_storage_url(root)
+    storage_url = options.storage or default_storage_url(root)
     lock = store.SearchLock(root, name)
     if lock.held_elsewhere():
         raise _busy(name, lock, resume=options.resume)
@@ -254,7 +256,7 @@ def prepare_search(options: SearchOptions,
     _check_existence(name, storage_url, exists, resume=options.resume)
     if options.resume:
         _check_unfinished(storage_url, name, trials)
-    tracking_uri = options.tracking_uri or store.default_tracking_uri(root)
+    tracking_uri = options.tracking_uri or default_tracking_uri(root)
 
     reference = None if exists else _space_reference(space, options.data_src)
     # Every check passed: from here on things are written, under the name's lock (the first write).
@@ -277,7 +279,7 @@ def prepare_search(options: SearchOptions,
             created = storage
         search_dir.mkdir(parents=True, exist_ok=True)
         if not options.resume:
-            shutil.copyfile(space.source_file, search_dir / "space.py")
+            shutil.copyfile(space.source_file, search_dir / SPACE_FILE)
         saved_options = asdict(options) | {
             "name": name,
             "space": str(Path(options.space).resolve()) if not options.resume else options.space,
@@ -384,17 +386,14 @@ def _space_reference(space: Any, data_src: str | None) -> dict[str, float]:
                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
 
-REPORTED_METRICS = tuple(m for m in METRICS if m != "lr")  # what an objective or constraint may name
-
-
 def _check_metrics(space: Any) -> None:
     """Objectives and constraints must be metrics the trainer reports, or no trial could ever finish."""
     where = space.source_file or space.name
     for kind, names in (("objective", space.objectives), ("constraint", space.constraints)):
         for metric in names:
-            if metric not in REPORTED_METRICS:
+            if metric not in OBJECTIVE_METRICS:
                 raise NasError(f"{where}: {kind} {metric!r} is never reported by the trainer; "
-                               f"use one of {', '.join(REPORTED_METRICS)}")
+                               f"use one of {', '.join(OBJECTIVE_METRICS)}")
 
 
 def _merge_saved(options: SearchOptions, saved: dict[str, Any]) -> SearchOptions:
@@ -611,7 +610,7 @@ class _Bookkeeper:
         self.started_at = time.monotonic()
         self._pump = _EventPump()
         self._front_pending = False
-        from nas.search.pareto import HypervolumeHistory
+        from nas.results.pareto import HypervolumeHistory
 
         self.history = HypervolumeHistory(prepared.objectives)
 
@@ -724,7 +723,7 @@ class _Bookkeeper:
             study._study_id, number))
         state = frozen.state.name
         if state == COMPLETE:
-            _keep_final_weights(checkpoint, self.prepared.search_dir / "trials" / str(number))
+            _keep_final_weights(checkpoint, trial_dir(self.prepared.search_dir, number))
         label = {COMPLETE: "complete", PRUNED: "pruned", FAIL: "failed"}.get(state, state.lower())
         self._notify_now("trial_finished", number, label, reason=frozen.user_attrs.get("fail_reason"),
                          final_metrics=last_result)
@@ -802,7 +801,7 @@ def _ensure_reference(study: Any, records: list[TrialRecord], objectives: dict[s
     """
     import numpy as np
 
-    from nas.search.pareto import default_reference
+    from nas.results.pareto import default_reference
 
     stored = {k: float(v) for k, v in (study.user_attrs.get("reference") or {}).items()}
     if all(name in stored for name in objectives):
@@ -877,7 +876,7 @@ def run_search(prepared: PreparedSearch, listeners: Sequence[Any] = (), *,
         {"cpu": prepared.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     stop = StopControl(options.time_budget)
-    storage_path = options.storage_path or str((prepared.search_dir / "ray").resolve())
+    storage_path = options.storage_path or str((prepared.search_dir / RAY_DIR).resolve())
     attempt = len([p for p in Path(storage_path).glob("attempt-*")]) if Path(storage_path).is_dir() else 0
     tuner = tune.Tuner(
         trainable,
@@ -958,7 +957,7 @@ def _first_line(error: BaseException) -> str:
 
 def _result(prepared: PreparedSearch, records: list[TrialRecord], seconds: float,
             nodes: dict[int, str]) -> SearchResult:
-    from nas.search.pareto import front_of
+    from nas.results.pareto import front_of
     from nas.search.searcher import counts_toward_budget
 
     front = front_of(records, prepared.objectives)

@@ -16,7 +16,7 @@ tried); when ``max_sample_failures`` samples in a row fail, the search ends (``s
 
 Every per-epoch result is appended to ``user_attrs["history"]``; constraints computed from the final
 metrics are stored with ``trial.set_constraint`` (feasible when <= 0). The layout follows
-``nas.search.records``.
+``nas.results.records``.
 
 Duplicates teach the sampler and cost nothing: a proposal whose architecture was already trained is
 told the known outcome (as Optuna's FAQ suggests: the same values for a COMPLETE one, PRUNED with the

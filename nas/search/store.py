@@ -1,16 +1,6 @@
 """Where a search lives: the run folder, the Optuna study and the options it was started with.
 
-Run-folder layout (``--root``, default ``./nas-runs``)::
-
-    <root>/optuna.db          Optuna RDB storage (SQLite default; one study per search name)
-    <root>/mlflow.db          MLflow tracking store (SQLite default), artifacts in <root>/mlartifacts/
-    <root>/<name>/search.json the options the search was launched with (secrets masked; the SQLite files
-                              of the run folder as sqlite:///{run_folder}/..., so a copied or moved folder
-                              works from its new place)
-    <root>/<name>/space.py    a copy of the search-space file
-    <root>/<name>/trials/<n>/ final weights and metrics of finished trials
-    <root>/<name>/ray/        Ray Tune's experiment folders (unless --storage-path)
-    <root>/.locks/<name>.lock held by the process that creates or runs the search (``SearchLock``)
+The run-folder layout (file and folder names) is :mod:`nas.results.layout`.
 
 Commands that only look (``nas status``, ``pareto``, ``report``, ``export``) open the storage
 read-only (``open_storage(read_only=True)``): they never create, migrate or rewrite a study file.
@@ -28,9 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError
-from nas.search.records import TrialRecord, records_from_study
+from nas.results.layout import (
+    ARTIFACTS_DIR,
+    LOCKS_DIR,
+    OPTIONS_FILE,
+    SPACE_FILE,
+    default_tracking_uri,
+    trial_dir,
+)
+from nas.results.records import TrialRecord, records_from_study
 
-OPTIONS_FILE = "search.json"
 STORAGE_ENV = "NAS_STORAGE"
 NAME_MAX = 100
 # One rule for every search name (launch, resume, status, ...): it names a study, a folder and an
@@ -78,19 +75,11 @@ def located_url(url: str, root: str | Path) -> str:
     return f"sqlite:///{Path(root).resolve() / url.removeprefix(f'sqlite:///{RUN_FOLDER}/')}"
 
 
-def default_storage_url(root: Path) -> str:
-    """SQLite Optuna storage inside the run folder."""
-    return f"sqlite:///{(Path(root) / 'optuna.db').resolve()}"
-
-
-def default_tracking_uri(root: Path) -> str:
-    """SQLite MLflow store inside the run folder."""
-    return f"sqlite:///{(Path(root) / 'mlflow.db').resolve()}"
 
 
 def default_artifact_location(root: Path, name: str) -> str:
     """Artifact folder of a search's MLflow experiment inside the run folder."""
-    return (Path(root) / "mlartifacts" / name).resolve().as_uri()
+    return (Path(root) / ARTIFACTS_DIR / name).resolve().as_uri()
 
 
 def mask(url: str) -> str:
@@ -369,7 +358,7 @@ class SearchHandle:
     @property
     def space_file(self) -> Path:
         """The copy of the space file kept with the search."""
-        return self.search_dir / "space.py"
+        return self.search_dir / SPACE_FILE
 
     @property
     def tracking_uri(self) -> str:
@@ -390,7 +379,7 @@ class SearchHandle:
     @property
     def normalised_hypervolume(self) -> float | None:
         """The latest hypervolume as a fraction of the reference box (0..1)."""
-        from nas.search.pareto import normalised_hypervolume
+        from nas.results.pareto import normalised_hypervolume
 
         raw = self.hypervolume
         return None if raw is None else normalised_hypervolume(raw, self.objectives, self.reference)
@@ -419,7 +408,7 @@ class SearchHandle:
     @property
     def front_records(self) -> list[TrialRecord]:
         """The records of the Pareto front only, read in one query (see :attr:`summary`)."""
-        from nas.search.records import record_of
+        from nas.results.records import record_of
 
         names = list(self.study.metric_names or [])
         return sorted((record_of(t, names) for t in _trials_by_number(self.study, self.summary["front"])),
@@ -427,7 +416,7 @@ class SearchHandle:
 
     def trial_dir(self, number: int) -> Path:
         """Folder holding a finished trial's weights and metrics."""
-        return self.search_dir / "trials" / str(number)
+        return trial_dir(self.search_dir, number)
 
 
 def open_search(root: str | Path, name: str, *, storage: str | None = None, tracking_uri: str | None = None,
@@ -551,7 +540,7 @@ class SearchLock:
     """
 
     def __init__(self, root: Path, name: str) -> None:
-        self.path = Path(root) / ".locks" / f"{name}.lock"
+        self.path = Path(root) / LOCKS_DIR / f"{name}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> bool:
