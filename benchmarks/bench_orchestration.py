@@ -93,7 +93,9 @@ def nas_run(trials: int, concurrency: int, epoch_seconds: float, scheduler: str,
     import ray
 
     from nas.results.records import COMPLETE, PRUNED
-    from nas.search.controller import SearchOptions, prepare_search, run_search
+    from nas.search.controller import run_search
+    from nas.search.options import SearchOptions
+    from nas.search.prepare import prepare_search
     from nas.tracking import MlflowTracker
 
     folder = Path(tempfile.mkdtemp(prefix="nas-bench-orch-"))

@@ -24,7 +24,7 @@ SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "snnmlp.py"
 def run(scheduler: str, budget: float, trials: int, seed: int, root: Path) -> tuple[list, float]:
     """One search; returns its records and the wall-clock start of the search."""
     from nas.launch import launch
-    from nas.search.controller import SearchOptions
+    from nas.search.options import SearchOptions
 
     started = time.time()
     result = launch(SearchOptions(space=str(SPACE), name=f"bench-{scheduler}", root=str(root), trials=trials,

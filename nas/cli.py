@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from nas.errors import NasError
+from nas.errors import NasError, first_line
 from nas.search.choices import (
     DEFAULT_PROXY,
     DEFAULT_PROXY_RULE,
@@ -30,7 +30,7 @@ from nas.search.choices import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nas.search.controller import SearchOptions, SearchResult
+    from nas.search.options import SearchOptions, SearchResult
 
 
 # ---------------------------------------------------------------- doctor (issue 2)
@@ -91,10 +91,10 @@ def _energy(args: argparse.Namespace) -> int:
         except (
             OSError, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError
         ) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            line = first_line(error)
             if isinstance(error, pickle.UnpicklingError | EOFError):
-                first_line = "not a readable state_dict file (torch.load with weights_only=True failed)"
-            raise NasError(f"checkpoint {args.checkpoint}: {first_line}") from error
+                line = "not a readable state_dict file (torch.load with weights_only=True failed)"
+            raise NasError(f"checkpoint {args.checkpoint}: {line}") from error
     config = getattr(model, "config", None)
     size = args.img_size or getattr(config, "img_size", 224)
     chans = args.in_chans or getattr(config, "in_chans", 3)
@@ -119,10 +119,18 @@ def _energy(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- search (issue 6)
 def _search_options(args: argparse.Namespace) -> SearchOptions:
-    from nas.search.controller import SearchOptions
+    from nas.search.options import SearchOptions
 
-    fields = SearchOptions.__dataclass_fields__
-    return SearchOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    # Every flag named: a flag renamed in the parser fails here, instead of silently taking its default.
+    return SearchOptions(
+        space=args.space, name=args.name, trials=args.trials, epochs=args.epochs, concurrency=args.concurrency,
+        sampler=args.sampler, sampler_history=args.sampler_history, scheduler=args.scheduler, proxy=args.proxy,
+        proxy_rule=args.proxy_rule, dataset=args.dataset, data_src=args.data_src, seed=args.seed, root=args.root,
+        storage=args.storage, tracking_uri=args.tracking_uri, address=args.address, storage_path=args.storage_path,
+        gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, time_budget=args.time_budget,
+        max_failures=args.max_failures, reduction_factor=args.reduction_factor, verbose=args.verbose,
+        resume=args.resume, yes=args.yes,
+    )
 
 
 def _print_result(result: SearchResult, root: str) -> int:
@@ -130,7 +138,7 @@ def _print_result(result: SearchResult, root: str) -> int:
     import signal
 
     from nas.results.records import count_trials
-    from nas.search.controller import EXIT_TIME_BUDGET
+    from nas.search.options import EXIT_TIME_BUDGET
     from nas.search.summary import front_rows, render_front
 
     rows = front_rows(result.records, result.objectives)
@@ -173,7 +181,7 @@ def _launch(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     from nas.launch import launch
-    from nas.search.controller import SearchOptions
+    from nas.search.options import SearchOptions
 
     options = SearchOptions(space="", name=args.name, root=args.root, address=args.address, storage=args.storage,
                             tracking_uri=args.tracking_uri, verbose=args.verbose, resume=True,
@@ -240,7 +248,7 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nas.search.controller import LARGE_BUDGETS, SEED_MAX
+    from nas.search.options import LARGE_BUDGETS, SEED_MAX
     from nas.search.summary import render_rows
     from nas.space import load_space, parse_params, train_params
 

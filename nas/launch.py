@@ -11,7 +11,9 @@ from typing import Any, TextIO
 from nas.results.layout import SPACE_FILE, default_tracking_uri
 from nas.results.records import records_from_study
 from nas.search import store
-from nas.search.controller import SearchOptions, SearchResult, prepare_search, run_search
+from nas.search.controller import run_search
+from nas.search.options import SearchOptions, SearchResult
+from nas.search.prepare import prepare_search
 from nas.search.progress import LiveView
 
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from nas._serve import LocalServer, ServerHandle, check_port_free
 from nas._urls import mask_urls_in
 from nas.dashboards.renderer import FrontRenderer
-from nas.errors import NasError
+from nas.errors import NasError, first_line
 from nas.results.layout import MLFLOW_DB, default_tracking_uri
 from nas.results.metrics import METRICS
 from nas.results.records import COMPLETE, FAIL, INTERRUPTED, PRUNED, TrialRecord, count_trials
@@ -670,8 +670,7 @@ def _metric_of(record: TrialRecord, name: str) -> float | None:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return mask_secrets(text.splitlines()[0] if text else type(error).__name__)
+    return mask_secrets(first_line(error))
 
 
 def _split_credentials(uri: str) -> tuple[str, dict[str, str]]:

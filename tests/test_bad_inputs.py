@@ -26,7 +26,8 @@ from tiny_space import tiny_space
 from nas.cli import main
 from nas.results.layout import default_storage_url
 from nas.search import store
-from nas.search.controller import SearchOptions, prepare_search
+from nas.search.options import SearchOptions
+from nas.search.prepare import prepare_search
 from nas.tracking import MlflowTracker
 
 PARAMS = {"width": 8, "depth1": 1, "group": 2}

@@ -87,10 +87,10 @@ def test_bookkeeping_queue_is_bounded_and_runs_everything_in_order(monkeypatch: 
     import threading
     import time
 
-    from nas.search.controller import _EventPump
+    from nas.search.events import EventPump
 
-    monkeypatch.setattr(_EventPump, "QUEUE_LIMIT", 2)
-    pump = _EventPump()
+    monkeypatch.setattr(EventPump, "QUEUE_LIMIT", 2)
+    pump = EventPump()
     gate = threading.Event()
     done: list[int] = []
     pump.submit(gate.wait)  # the writer is busy until the gate opens
@@ -150,7 +150,7 @@ def test_status_and_pareto_read_the_stored_summary_while_it_is_current(tmp_path:
 
 def test_sampler_history_option_is_checked_before_anything_runs() -> None:
     from nas.errors import NasError
-    from nas.search.controller import SearchOptions
+    from nas.search.options import SearchOptions
 
     SearchOptions(space="s.py", sampler_history=2000).validate()
     with pytest.raises(NasError, match="--sampler-history must be at least 1"):

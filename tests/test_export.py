@@ -72,7 +72,7 @@ STANDALONE = textwrap.dedent(
 @pytest.fixture(scope="module")
 def search(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     from nas.launch import launch
-    from nas.search.controller import SearchOptions
+    from nas.search.options import SearchOptions
     from nas.search.store import open_search
 
     base = tmp_path_factory.mktemp("export-search")

@@ -26,7 +26,7 @@ from user_space import user_space
 
 from nas.cli import main
 from nas.results.layout import default_storage_url, default_tracking_uri
-from nas.search.controller import EXIT_TIME_BUDGET
+from nas.search.options import EXIT_TIME_BUDGET
 from nas.search.stopping import BUDGET_REASON, SIGNAL_REASON, StopControl
 from nas.search.store import SearchLock
 
@@ -296,7 +296,7 @@ def test_concurrent_launches_of_one_name_have_one_winner(tmp_path: Path, data_di
 @pytest.mark.slow
 def test_a_user_written_space_is_searched_end_to_end(tmp_path: Path, data_dir: Path) -> None:
     from nas.launch import launch
-    from nas.search.controller import SearchOptions
+    from nas.search.options import SearchOptions
 
     space = tmp_path / "userspace.py"
     space.write_text(user_space(epochs=1, trials=2))

@@ -22,7 +22,8 @@ from nas.launch import launch
 from nas.results.layout import default_storage_url
 from nas.results.pareto import front_of, hypervolume
 from nas.results.records import records_from_study
-from nas.search.controller import SearchOptions, prepare_search
+from nas.search.options import SearchOptions
+from nas.search.prepare import prepare_search
 from nas.search.store import open_search, open_storage
 
 CRASHING = """

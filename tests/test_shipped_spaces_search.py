@@ -14,7 +14,7 @@ import pytest
 from test_data import make_cifar10_folder
 
 from nas.launch import launch
-from nas.search.controller import SearchOptions
+from nas.search.options import SearchOptions
 
 SPACES = ["snnmlp", "mixer_snn", "spiking_resformer", "hybrid", "cifar_snnmlp", "cifar_mixer_snn",
           "cifar_spiking_resformer"]

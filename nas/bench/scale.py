@@ -2,7 +2,7 @@
 
 :func:`run_scale` replays a search on a learning-curve table with :func:`nas.bench.simulator.simulate`
 (K simulated workers, simulated epochs, so the controller is the only thing that takes real time) and
-hands every trial event to the controller's own ``_Bookkeeper``, exactly as Ray Tune's callbacks do in
+hands every trial event to the controller's own ``Bookkeeper``, exactly as Ray Tune's callbacks do in
 ``nas launch``: the study lives in a real Optuna RDB storage, every listener (the MLflow tracker) runs
 on the bookkeeper's background thread, the front and hypervolume are updated by the same code. Each
 step is timed (:class:`StepTimer`): the sampler's own work per ask (:class:`TimedSampler`), the
@@ -172,7 +172,7 @@ class TimedListener:
 
 
 class _Callbacks:
-    """Simulator callbacks -> the controller's ``_Bookkeeper``, as ``nas launch``'s Ray callback does it."""
+    """Simulator callbacks -> the controller's ``Bookkeeper``, as ``nas launch``'s Ray callback does it."""
 
     def __init__(self, prepared: Any, listeners: Sequence[Any], timer: StepTimer) -> None:
         self.prepared = prepared
@@ -182,11 +182,11 @@ class _Callbacks:
         self.searcher: Any = None
 
     def on_search_start(self, searcher: Any) -> None:
-        from nas.search.controller import _Bookkeeper
+        from nas.search.events import Bookkeeper
 
         timer = self.timer
 
-        class TimedBookkeeper(_Bookkeeper):
+        class TimedBookkeeper(Bookkeeper):
             def _update_front_now(self, *, force: bool) -> None:
                 with timer("front"):
                     super()._update_front_now(force=force)
@@ -240,7 +240,8 @@ def prepare_scale_search(space: TableSpace, *, root: Path, name: str, storage_ur
                          trials: int, workers: int) -> Any:
     """Create the study (as ``nas launch`` does), the run folder a CLI can read, and a ``PreparedSearch``."""
     from nas.search import store
-    from nas.search.controller import PreparedSearch, SearchOptions, _create_study
+    from nas.search.options import PreparedSearch, SearchOptions
+    from nas.search.prepare import _create_study
 
     table = space.table
     search_dir = Path(root) / name

@@ -333,8 +333,9 @@ def cost_column(table: Any, cost: str = "auto") -> str:
 
 
 def _state(study: Any, number: int) -> str:
-    return study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
-        study._study_id, number)).state.name
+    from nas.search.store import frozen_trial
+
+    return frozen_trial(study, number).state.name
 
 
 def _epoch_cost(entry: TableEntry, epoch: int, column: str) -> float:

@@ -457,6 +457,51 @@ def open_search(root: str | Path, name: str, *, storage: str | None = None, trac
     )
 
 
+# Optuna's private storage ------------------------------------------------------------------------
+# Optuna has no public lookup of a trial by number (``study.tell`` does it internally), no public study
+# id and no query by trial ids: everything in nas that needs ``study._storage`` / ``study._study_id``
+# goes through the helpers below, so an Optuna upgrade that moves them is fixed here alone.
+
+
+def study_id(study: Any) -> int:
+    """The study's id in its storage (what optuna-dashboard's URLs name)."""
+    return int(study._study_id)
+
+
+def _backend(study: Any) -> Any:
+    """The RDB storage under a study's (possibly cached) storage."""
+    return getattr(study._storage, "_backend", study._storage)
+
+
+def trial_id_of(study: Any, number: int) -> int:
+    """The storage id of trial ``number`` of ``study``."""
+    return study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+
+
+def frozen_trial(study: Any, number: int) -> Any:
+    """Trial ``number`` as the storage has it now (one trial read, not the whole study)."""
+    return study._storage.get_trial(trial_id_of(study, number))
+
+
+def frozen_of(trial: Any) -> Any:
+    """A live ``optuna.Trial`` as the storage has it now."""
+    return trial.study._storage.get_trial(trial._trial_id)
+
+
+def live_trial(study: Any, number: int) -> Any:
+    """A writable ``optuna.Trial`` handle for a trial known only by number (after a restore)."""
+    import optuna
+
+    return optuna.trial.Trial(study, trial_id_of(study, number))
+
+
+def set_open_trial_attr(study: Any, number: int, key: str, value: Any) -> None:
+    """Set a user attribute of trial ``number`` unless it has finished (Optuna refuses writes to those)."""
+    trial_id = trial_id_of(study, number)
+    if not study._storage.get_trial(trial_id).state.is_finished():
+        study._storage.set_trial_user_attr(trial_id, key, value)
+
+
 def _trials_by_number(study: Any, numbers: list[int]) -> list[Any]:
     """The frozen trials of ``numbers``, read with two queries whatever their count (a server storage
     answers each query in milliseconds, so one query per trial made ``nas pareto`` take seconds)."""
@@ -464,7 +509,7 @@ def _trials_by_number(study: Any, numbers: list[int]) -> list[Any]:
 
     if not numbers:
         return []
-    backend = getattr(study._storage, "_backend", study._storage)
+    backend = _backend(study)
     query = sqlalchemy.text("select trial_id from trials where study_id = :study and number in :numbers"
                             ).bindparams(sqlalchemy.bindparam("numbers", expanding=True))
     with backend.engine.connect() as connection:
@@ -478,7 +523,7 @@ def _state_counts(study: Any) -> dict[str, int]:
     """The study's number of trials per Optuna state, counted by the database (Optuna's ``trials`` table)."""
     import sqlalchemy
 
-    engine = getattr(study._storage, "_backend", study._storage).engine
+    engine = _backend(study).engine
     query = sqlalchemy.text("select state, count(*) from trials where study_id = :study group by state")
     with engine.connect() as connection:
         rows = connection.execute(query, {"study": study._study_id}).all()
