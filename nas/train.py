@@ -243,6 +243,12 @@ class CandidateTrainer:
             metrics["epoch_seconds"] = time.perf_counter() - started
             yield metrics
 
+    def train_remaining(self) -> None:
+        """Train the remaining epochs without evaluating after each (when only the last weights matter)."""
+        while self.epoch < self.total_epochs:
+            self.train_one_epoch()
+            self.epoch += 1
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training after ``self.epoch`` epochs."""
         return {
