@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from nas.errors import NasError, first_line
+from nas.errors import NasError
 from nas.search.choices import (
     DEFAULT_PROXY,
     DEFAULT_PROXY_RULE,
@@ -60,11 +60,8 @@ def _data_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- energy (issue 4)
 def _energy(args: argparse.Namespace) -> int:
     import json
-    import pickle
 
-    import torch
-
-    from nas.energy import calibrate_norms, get_profile, measure, render_table
+    from nas.energy import get_profile, input_size, load_checkpoint, measure_on_random, render_table
     from nas.snn import create_model, list_models
 
     profile = get_profile(args.profile)  # a bad profile fails before a model is built
@@ -83,36 +80,14 @@ def _energy(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as error:
         raise NasError(f"model {args.model}: {error}") from error
     if args.checkpoint is not None:
-        try:
-            state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-                state = state["state_dict"]
-            model.load_state_dict(state)
-        except (
-            OSError, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError
-        ) as error:
-            line = first_line(error)
-            if isinstance(error, pickle.UnpicklingError | EOFError):
-                line = "not a readable state_dict file (torch.load with weights_only=True failed)"
-            raise NasError(f"checkpoint {args.checkpoint}: {line}") from error
-    config = getattr(model, "config", None)
-    size = args.img_size or getattr(config, "img_size", 224)
-    chans = args.in_chans or getattr(config, "in_chans", 3)
-    # training-mode BatchNorm needs 2 images or more, whatever --batch-size is
-    random_images = torch.randn(max(args.batch_size, 2), chans, size, size, generator=torch.Generator().manual_seed(0))
-    images = random_images[: args.batch_size]
-    if args.checkpoint is None:
+        load_checkpoint(model, args.checkpoint)
+    else:
         print("nas: warning: random weights (BatchNorm statistics calibrated on random images); firing rates and "
               "SOPs of untrained weights are not meaningful, use --checkpoint for trained ones", file=sys.stderr)
-        calibrate_norms(model, random_images)
-    _progress_printer()(f"measuring {args.model} on {len(images)} image(s) at {size}x{size} ...")
-    try:
-        report = measure(model, images, profile)
-    except (MemoryError, RuntimeError) as error:
-        if not isinstance(error, MemoryError) and "alloc" not in str(error):
-            raise
-        raise NasError(f"model {args.model} at --img-size {size} and --batch-size {args.batch_size} needs more "
-                       "memory than this machine has; try a smaller --img-size or --batch-size") from error
+    size, _ = input_size(model, args.img_size, args.in_chans)
+    _progress_printer()(f"measuring {args.model} on {args.batch_size} image(s) at {size}x{size} ...")
+    report = measure_on_random(model, profile, batch_size=args.batch_size, img_size=args.img_size,
+                               in_chans=args.in_chans, calibrate=args.checkpoint is None, name=args.model)
     print(json.dumps(report.to_dict(), indent=2) if args.json else render_table(report))
     return 0
 
