@@ -23,7 +23,7 @@ SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "snnmlp.py"
 
 def run(scheduler: str, budget: float, trials: int, seed: int, root: Path) -> tuple[list, float]:
     """One search; returns its records and the wall-clock start of the search."""
-    from nas.launch import launch
+    from nas import launch
     from nas.search.options import SearchOptions
 
     started = time.time()

@@ -21,9 +21,9 @@ __all__ = ["SearchSpace", "load_space", "SearchOptions", "launch", "load", "crea
            "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from nas._launch import launch
     from nas.errors import NasError
     from nas.export import load
-    from nas.launch import launch
     from nas.search.options import SearchOptions
     from nas.snn import create_model
     from nas.space import SearchSpace, load_space
@@ -33,7 +33,7 @@ _HOMES = {
     "SearchSpace": "nas.space",
     "load_space": "nas.space",
     "SearchOptions": "nas.search.options",
-    "launch": "nas.launch",
+    "launch": "nas._launch",
     "load": "nas.export",
     "create_model": "nas.snn",
     "NasError": "nas.errors",

@@ -149,13 +149,13 @@ def _print_result(result: SearchResult, root: str) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from nas.launch import launch
+    from nas._launch import launch
 
     return _print_result(launch(_search_options(args)), args.root)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from nas.launch import launch
+    from nas._launch import launch
     from nas.search.options import SearchOptions
 
     options = SearchOptions(space="", name=args.name, root=args.root, address=args.address, storage=args.storage,

@@ -71,7 +71,7 @@ STANDALONE = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    from nas.launch import launch
+    from nas import launch
     from nas.search.options import SearchOptions
     from nas.search.store import open_search
 

@@ -295,7 +295,7 @@ def test_concurrent_launches_of_one_name_have_one_winner(tmp_path: Path, data_di
 
 @pytest.mark.slow
 def test_a_user_written_space_is_searched_end_to_end(tmp_path: Path, data_dir: Path) -> None:
-    from nas.launch import launch
+    from nas import launch
     from nas.search.options import SearchOptions
 
     space = tmp_path / "userspace.py"

@@ -16,9 +16,9 @@ import optuna
 import pytest
 from tiny_space import tiny_space
 
+from nas import launch
 from nas.cli import main
 from nas.errors import NasError
-from nas.launch import launch
 from nas.results.layout import default_storage_url
 from nas.results.pareto import front_of, hypervolume
 from nas.results.records import records_from_study
