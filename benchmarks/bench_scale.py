@@ -108,7 +108,7 @@ def _views(root: Path, tracking_uri: str, ui_url: str | None, repeats: int) -> d
             times.append(time.perf_counter() - start)
         out[f"nas_{command}_s"] = statistics.median(times)
     # What status and pareto cost before the stored summary: every trial read back (in process, no imports).
-    from nas.search.store import open_search
+    from nas.search.runs import open_search
 
     start = time.perf_counter()
     records = open_search(root, NAME).records

@@ -31,7 +31,7 @@ import optuna
 from nas.cli import main as nas_main
 from nas.dashboards import hypervolume_figure, pareto_csv, pareto_figure, pareto_png
 from nas.results.records import records_from_study
-from nas.search.store import write_options
+from nas.search.runs import write_options
 from nas.tracking import MlflowTracker
 
 OBJECTIVES = {"val_acc": "max", "energy_uj": "min"}

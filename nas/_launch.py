@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from nas.results.layout import SPACE_FILE, default_tracking_uri
+from nas._urls import mask_url
+from nas.results.layout import SPACE_FILE, default_artifact_location, default_tracking_uri
 from nas.results.records import records_from_study
-from nas.search import store
 from nas.search.controller import run_search
 from nas.search.options import SearchOptions, SearchResult
 from nas.search.prepare import prepare_search
@@ -32,7 +32,7 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
     def check_tracking(name: str, tracking_uri: str, space: Any) -> None:
         artifact_location = None
         if tracking_uri == default_tracking_uri(options.root):
-            artifact_location = store.default_artifact_location(options.root, name)
+            artifact_location = default_artifact_location(options.root, name)
             adopt_run_folder(options.root)  # a copied or moved run folder logs to its own artifacts
         tracker = MlflowTracker(tracking_uri, name, objectives=dict(space.objectives),
                                 artifact_location=artifact_location)
@@ -101,7 +101,7 @@ def _search_params(prepared: Any) -> dict[str, Any]:
         "sampler": options.sampler,
         "scheduler": options.scheduler,
         "seed": options.seed,
-        "storage": store.mask(prepared.storage_url),
+        "storage": mask_url(prepared.storage_url),
         "address": options.address or "local",
         "energy_profile": prepared.space.recipe.energy_profile,
         "objectives": ",".join(f"{k}:{v}" for k, v in prepared.objectives.items()),

@@ -181,7 +181,7 @@ def _progress_printer() -> Callable[[str], None]:
 
 def _search_name(args: argparse.Namespace) -> str:
     """The search a command reads: NAME, or the newest search of --root (said on stderr, so --json stays clean)."""
-    from nas.search.store import newest_search_name
+    from nas.search.runs import newest_search_name
 
     if args.name:
         return args.name
@@ -191,7 +191,7 @@ def _search_name(args: argparse.Namespace) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from nas.search.store import list_search_names, open_search
+    from nas.search.runs import list_search_names, open_search
     from nas.search.summary import render_rows, status_row
 
     names = [args.name] if args.name else list_search_names(args.root)
@@ -209,7 +209,7 @@ def _status(args: argparse.Namespace) -> int:
 def _pareto(args: argparse.Namespace) -> int:
     import json
 
-    from nas.search.store import open_search
+    from nas.search.runs import open_search
     from nas.search.summary import front_rows, render_front
 
     name = _search_name(args)
@@ -250,7 +250,7 @@ def _report(args: argparse.Namespace) -> int:
 
     from nas.dashboards import load_layer_reports, write_report
     from nas.results.pareto import front_of
-    from nas.search.store import open_search
+    from nas.search.runs import open_search
 
     handle = open_search(args.root, _search_name(args), storage=args.storage)
     say = _progress_printer()
@@ -273,7 +273,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from nas.search.store import check_root, list_search_names
+    from nas.search.runs import check_root, list_search_names
     from nas.tracking import (
         CHART_VIEW,
         FRONT_VIEW,
@@ -364,7 +364,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- cluster (issue 9)
 def _cluster(args: argparse.Namespace) -> int:
     from nas.cluster import cluster_down, cluster_status, cluster_up
-    from nas.search.store import check_root
+    from nas.search.runs import check_root
 
     check_root(args.root)
     if args.action == "down":

@@ -24,8 +24,7 @@ import pytest
 from tiny_space import tiny_space
 
 from nas.cli import main
-from nas.results.layout import default_storage_url
-from nas.search import store
+from nas.results.layout import default_artifact_location, default_storage_url
 from nas.search.options import SearchOptions
 from nas.search.prepare import prepare_search
 from nas.tracking import MlflowTracker
@@ -57,7 +56,7 @@ def _make_base_search(folder: Path) -> Path:
     prepared = prepare_search(SearchOptions(space=str(space), name="base", root=str(root), trials=1))
     try:
         tracker = MlflowTracker(prepared.tracking_uri, "base", objectives=prepared.objectives,
-                                artifact_location=store.default_artifact_location(root, "base"))
+                                artifact_location=default_artifact_location(root, "base"))
         tracker.start_search(space_file=prepared.search_dir / "space.py", search_params={"trials": 1})
         # trial 0 has (stand-in) weights, trial 1 none
         for number, (params, values) in enumerate([(PARAMS, [0.5, 1.0]), ({**PARAMS, "width": 16}, [0.4, 2.0])]):

@@ -73,7 +73,7 @@ STANDALONE = textwrap.dedent(
 def search(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     from nas import launch
     from nas.search.options import SearchOptions
-    from nas.search.store import open_search
+    from nas.search.runs import open_search
 
     base = tmp_path_factory.mktemp("export-search")
     space = base / "tiny_space.py"
@@ -236,7 +236,7 @@ def _fail_and_prune(search: SimpleNamespace) -> dict[str, int]:
     for record in search.handle.records:
         if record.state != COMPLETE:
             states.setdefault(record.state, record.number)
-    from nas.search.store import open_search
+    from nas.search.runs import open_search
 
     study = open_search(search.root, search.name, read_only=False).study  # handles for reading are read-only
     for state in ("FAIL", "PRUNED"):

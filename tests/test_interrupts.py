@@ -27,8 +27,8 @@ from user_space import user_space
 from nas.cli import main
 from nas.results.layout import default_storage_url, default_tracking_uri
 from nas.search.options import EXIT_TIME_BUDGET
+from nas.search.runs import SearchLock
 from nas.search.stopping import BUDGET_REASON, SIGNAL_REASON, StopControl
-from nas.search.store import SearchLock
 
 # What MLflow must say for each outcome the study records.
 EXPECTED_RUN = {
@@ -162,7 +162,7 @@ def test_a_launch_while_another_process_holds_the_name_says_so(tmp_path: Path, d
     space.write_text(tiny_space(epochs=1))
     root = tmp_path / "runs"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from nas.search.store import SearchLock; "
+        "import sys, time; from nas.search.runs import SearchLock; "
         f"lock = SearchLock({str(root)!r}, 'same'); assert lock.acquire(); print('held', flush=True); "
         "time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:

@@ -24,7 +24,8 @@ from nas.results.pareto import front_of, hypervolume
 from nas.results.records import records_from_study
 from nas.search.options import SearchOptions
 from nas.search.prepare import prepare_search
-from nas.search.store import open_search, open_storage
+from nas.search.runs import open_search
+from nas.search.store import open_storage
 
 CRASHING = """
 from nas import SearchSpace

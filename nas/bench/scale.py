@@ -239,7 +239,8 @@ def peak_rss_mb() -> float:
 def prepare_scale_search(space: TableSpace, *, root: Path, name: str, storage_url: str, tracking_uri: str,
                          trials: int, workers: int) -> Any:
     """Create the study (as ``nas launch`` does), the run folder a CLI can read, and a ``PreparedSearch``."""
-    from nas.search import store
+    from nas._urls import mask_url
+    from nas.search import runs, store
     from nas.search.options import PreparedSearch, SearchOptions
     from nas.search.prepare import _create_study
 
@@ -253,9 +254,9 @@ def prepare_scale_search(space: TableSpace, *, root: Path, name: str, storage_ur
     options = SearchOptions(space=str(search_dir / "space.py"), name=name, trials=trials, epochs=table.epochs,
                             concurrency=workers, root=str(root), storage=storage_url, tracking_uri=tracking_uri,
                             yes=True)
-    store.write_options(search_dir, {
+    runs.write_options(search_dir, {
         "name": name, "space": options.space, "trials": trials, "epochs": table.epochs,
-        "storage": store.mask(storage_url), "tracking_uri": store.mask(tracking_uri),
+        "storage": mask_url(storage_url), "tracking_uri": mask_url(tracking_uri),
         "objectives": dict(table.objectives), "concurrency": workers,
     })
     return PreparedSearch(options=options, space=real_space, name=name, root=Path(root), search_dir=search_dir,

@@ -98,7 +98,7 @@ def export_search(options: ExportOptions, *, progress: Callable[[str], None] | N
     """
     from nas.results.layout import default_tracking_uri, trial_weights_path
     from nas.results.pareto import ranks_of
-    from nas.search.store import open_search
+    from nas.search.runs import open_search
     from nas.space import load_space
     from nas.tracking import adopt_run_folder
     from nas.train import candidate_loaders
@@ -194,7 +194,7 @@ def _readable(folder: Path) -> None:
 
 def _run_ids(handle: Any, chosen: list[TrialRecord], *, required: bool) -> dict[int, str]:
     """MLflow child-run id of each chosen trial (lineage); with ``required``, a missing one is an error."""
-    from nas.search.store import mask
+    from nas._urls import mask_url
     from nas.tracking import find_trial_run_id
 
     found: dict[int, str] = {}
@@ -207,7 +207,7 @@ def _run_ids(handle: Any, chosen: list[TrialRecord], *, required: bool) -> dict[
             run_id = None
         if run_id is None and required:
             raise NasError(f"--register: trial {record.number} of search {handle.name!r} has no MLflow run in "
-                           f"{mask(handle.tracking_uri)}")
+                           f"{mask_url(handle.tracking_uri)}")
         if run_id is not None:
             found[record.number] = run_id
     return found
@@ -237,8 +237,8 @@ def _search_epochs(record: TrialRecord) -> int:
 def _write_folder(folder: Path, model: nn.Module, record: TrialRecord, *, space: Any, handle: Any, info: Any,
                   settings: dict[str, Any], val_loader: Any, formats: Sequence[str], trained: int,
                   retrained: bool, rank: int | None, run_id: str | None) -> ExportedModel:
+    from nas._urls import mask_url
     from nas.energy import get_profile
-    from nas.search.store import mask
 
     model.eval()
     val_acc, report = measure_model(model, val_loader, int(settings["energy_images"]), settings["energy_profile"])
@@ -296,7 +296,7 @@ def _write_folder(folder: Path, model: nn.Module, record: TrialRecord, *, space:
         "objectives": dict(handle.objectives),
         "pareto_rank": rank,
         "lineage": {"search": handle.name, "trial": record.number, "mlflow_run_id": run_id,
-                    "tracking_uri": mask(handle.tracking_uri)},
+                    "tracking_uri": mask_url(handle.tracking_uri)},
         "torchscript": torchscript,
         "onnx": onnx_entry,
     }

@@ -44,6 +44,11 @@ def default_tracking_uri(root: str | Path) -> str:
     return f"sqlite:///{(Path(root) / MLFLOW_DB).resolve()}"
 
 
+def default_artifact_location(root: str | Path, name: str) -> str:
+    """Artifact folder of a search's MLflow experiment inside the run folder."""
+    return (Path(root) / ARTIFACTS_DIR / name).resolve().as_uri()
+
+
 def trial_dir(search_dir: str | Path, number: int) -> Path:
     """The folder of trial ``number``'s kept files."""
     return Path(search_dir) / TRIALS_DIR / str(number)

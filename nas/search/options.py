@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from nas.errors import NasError
 from nas.results.records import TrialRecord
-from nas.search import store
+from nas.search import runs
 from nas.search.choices import (
     DEFAULT_PROXY,
     DEFAULT_PROXY_RULE,
@@ -98,7 +98,7 @@ class SearchOptions:
         if self.proxy_rule not in PROXY_RULES:
             raise NasError(f"--proxy-rule must be one of {', '.join(PROXY_RULES)}, got {self.proxy_rule!r}")
         if self.name is not None:
-            store.check_name(self.name)
+            runs.check_name(self.name)
         for key, limit in LARGE_BUDGETS.items():
             value = getattr(self, key)
             if value is not None and value > limit and not self.yes:
@@ -138,7 +138,7 @@ class PreparedSearch:
     data_info: Any = None  # nas.data.DataInfo of the searched dataset: every config is sized for it
     started_ray: bool = False
     counting_policy: dict[str, Any] = field(default_factory=dict)
-    lock: store.SearchLock | None = None  # held from creation to the end of the run
+    lock: runs.SearchLock | None = None  # held from creation to the end of the run
 
     @property
     def objectives(self) -> dict[str, str]:

@@ -17,17 +17,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from nas._urls import mask_url
 from nas.errors import NasError
 from nas.results.layout import SPACE_FILE, default_storage_url, default_tracking_uri
 from nas.results.metrics import OBJECTIVE_METRICS
-from nas.search import store
+from nas.search import runs, store
 from nas.search.options import PreparedSearch, SearchOptions
 from nas.search.reference import BASIS as REFERENCE_BASIS
 
 
 def _default_name(space_name: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", space_name).strip("-.") or "search"
-    return f"{safe[:store.NAME_MAX - 16]}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return f"{safe[:runs.NAME_MAX - 16]}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def prepare_search(options: SearchOptions,
@@ -43,11 +44,11 @@ def prepare_search(options: SearchOptions,
     from nas.space import load_space
 
     options.validate()
-    root = store.check_root(options.root)
+    root = runs.check_root(options.root)
     if options.resume:
         if not options.name:
             raise NasError("--resume needs --name of the search to continue")
-        saved = store.read_options(root / options.name) if (root / options.name).is_dir() else None
+        saved = runs.read_options(root / options.name) if (root / options.name).is_dir() else None
         if saved is None:
             raise NasError(f"cannot resume {options.name!r}: no such search in {root}")
         space = load_space(root / options.name / SPACE_FILE)
@@ -71,7 +72,7 @@ def prepare_search(options: SearchOptions,
         cpus_per_trial = max(1.0, float(cpus // options.concurrency))
     _check_resources(ray_address, cpus_per_trial, options.gpus_per_trial, cpus, gpus)
     storage_url = options.storage or default_storage_url(root)
-    lock = store.SearchLock(root, name)
+    lock = runs.SearchLock(root, name)
     if lock.held_elsewhere():
         raise _busy(name, lock, resume=options.resume)
     exists = store.study_exists_at(storage_url, name)
@@ -108,15 +109,15 @@ def prepare_search(options: SearchOptions,
             "trials": trials,
             "epochs": epochs,
             "dataset": dataset,
-            "storage": store.portable_url(store.mask(storage_url), root),
-            "tracking_uri": store.portable_url(store.mask(tracking_uri), root),
+            "storage": store.portable_url(mask_url(storage_url), root),
+            "tracking_uri": store.portable_url(mask_url(tracking_uri), root),
             "objectives": dict(space.objectives),
             "space_hash": space.source_hash,
             "resume": False,
             "time_budget": None,  # a budget is for one run: a resume takes its own
             "yes": False,
         }
-        store.write_options(search_dir, saved_options)
+        runs.write_options(search_dir, saved_options)
     except BaseException:
         # A half-created search (its folder could not be written) would hold the name forever.
         if created is not None:
@@ -134,7 +135,7 @@ def prepare_search(options: SearchOptions,
     )
 
 
-def _busy(name: str, lock: store.SearchLock, *, resume: bool) -> NasError:
+def _busy(name: str, lock: runs.SearchLock, *, resume: bool) -> NasError:
     """The error for a search name whose lock another process holds (it creates or runs that search)."""
     holder = f" (pid {lock.holder()})" if lock.holder() else ""
     if resume:
@@ -144,10 +145,10 @@ def _busy(name: str, lock: store.SearchLock, *, resume: bool) -> NasError:
 
 def _check_existence(name: str, storage_url: str, exists: bool, *, resume: bool) -> None:
     if exists and not resume:
-        raise NasError(f"search {name!r} already exists in {store.mask(storage_url)}; pass --resume to continue it "
+        raise NasError(f"search {name!r} already exists in {mask_url(storage_url)}; pass --resume to continue it "
                        "or choose another --name")
     if resume and not exists:
-        raise NasError(f"cannot resume {name!r}: no study of that name in {store.mask(storage_url)}")
+        raise NasError(f"cannot resume {name!r}: no study of that name in {mask_url(storage_url)}")
 
 
 def _check_unfinished(storage_url: str, name: str, trials: int) -> None:

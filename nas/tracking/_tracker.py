@@ -155,7 +155,7 @@ class MlflowTracker:
             if sqlite_path(self.tracking_uri) is not None:
                 # Every epoch of every trial is a commit; with SQLite's default journal each commit
                 # waits for its fsyncs (20-30 ms per write here), the same trade-off as the study's.
-                from nas.search.store import write_ahead_log
+                from nas._sqlite import write_ahead_log
 
                 write_ahead_log(self._client_obj._tracking_client.store.engine)
         return self._client_obj
