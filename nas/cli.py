@@ -14,7 +14,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from nas.errors import NasError
 from nas.search.choices import (
@@ -272,6 +272,24 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_until_stopped(server: Any, describe: Callable[[str], None]) -> int:
+    """Start ``server``, print ``describe(url)`` and wait until it exits, Ctrl-C or SIGTERM; it is stopped in any case.
+
+    SIGTERM counts as Ctrl-C from the moment the server runs, not only once ``wait`` starts: a signal sent
+    right after the "stops it" line must still stop the server's whole process tree.
+    """
+    from nas._serve import sigterm_as_interrupt
+
+    url = server.start()
+    try:
+        with sigterm_as_interrupt():
+            describe(url)
+            print("Ctrl-C (or SIGTERM) stops it", flush=True)
+            return server.wait()
+    finally:
+        server.stop()
+
+
 def _ui(args: argparse.Namespace) -> int:
     from nas.search.runs import check_root, list_search_names
     from nas.tracking import (
@@ -290,8 +308,8 @@ def _ui(args: argparse.Namespace) -> int:
     check_root(args.root)
     ui = MlflowUi(args.root, port=args.port, tracking_uri=args.tracking_uri)
     print(f"starting the MLflow UI for {ui.tracking_uri} ...", flush=True)
-    url = ui.start()
-    try:
+
+    def describe(url: str) -> None:
         print(f"MLflow UI: {url}")
         names = list_search_names(args.root)
         found = find_parent_run(ui.tracking_uri, names[-1]) if names else None  # the newest search
@@ -301,10 +319,8 @@ def _ui(args: argparse.Namespace) -> int:
             labels = {FRONT_VIEW: "its Pareto front", CHART_VIEW: "its objectives chart"}
             for view in saved_views(ui.tracking_uri, found[0]):
                 print(f"  {labels[view]}: {url}/{view_link(found[0], view)}")
-        print("Ctrl-C (or SIGTERM) stops it", flush=True)
-        return ui.wait()
-    finally:
-        ui.stop()
+
+    return _serve_until_stopped(ui, describe)
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -315,14 +331,12 @@ def _dashboard(args: argparse.Namespace) -> int:
     name = _search_name(args)
     dashboard = dashboard_for(args.root, name, port=args.port, storage=args.storage)
     print(f"starting optuna-dashboard for {name} ...", flush=True)
-    url = dashboard.start()
-    try:
+
+    def describe(url: str) -> None:
         print(f"optuna-dashboard: {dashboard.url}")
         print(f"search {name}: {url}")
-        print("Ctrl-C (or SIGTERM) stops it", flush=True)
-        return dashboard.wait()
-    finally:
-        dashboard.stop()
+
+    return _serve_until_stopped(dashboard, describe)
 
 
 # ---------------------------------------------------------------- export (issue 8)

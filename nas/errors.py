@@ -25,7 +25,7 @@ def last_line(text: str, limit: int = LINE_LIMIT) -> str:
     return (lines[-1] if lines else "error")[:limit]
 
 
-def error_line(text: str, limit: int = LINE_LIMIT) -> str:
+def traceback_line(text: str, limit: int = LINE_LIMIT) -> str:
     """The line of a traceback that names the exception (its last line naming an Error or Exception)."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     for line in reversed(lines):

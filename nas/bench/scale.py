@@ -242,7 +242,7 @@ def prepare_scale_search(space: TableSpace, *, root: Path, name: str, storage_ur
     from nas._urls import mask_url
     from nas.search import runs, store
     from nas.search.options import PreparedSearch, SearchOptions
-    from nas.search.prepare import _create_study
+    from nas.search.prepare import create_study
 
     table = space.table
     search_dir = Path(root) / name
@@ -250,7 +250,7 @@ def prepare_scale_search(space: TableSpace, *, root: Path, name: str, storage_ur
     (search_dir / "space.py").write_text(table.space_source)
     real_space = space.space
     storage = store.open_storage(storage_url)
-    study = _create_study(storage, name, real_space, table.epochs, trials, dict(table.reference))
+    study = create_study(storage, name, real_space, table.epochs, trials, dict(table.reference))
     options = SearchOptions(space=str(search_dir / "space.py"), name=name, trials=trials, epochs=table.epochs,
                             concurrency=workers, root=str(root), storage=storage_url, tracking_uri=tracking_uri,
                             yes=True)

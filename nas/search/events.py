@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas.errors import error_line
+from nas.errors import traceback_line
 from nas.results.layout import trial_dir
 from nas.results.metrics import METRICS
 from nas.results.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from_study
@@ -265,7 +265,7 @@ def error_reason(trial: Any) -> str:
             text = handle.read()
     if not text and getattr(trial, "error_msg", None):
         text = trial.error_msg
-    return error_line(text)
+    return traceback_line(text)
 
 
 def _keep_final_weights(checkpoint: Any, folder: Path) -> None:

@@ -98,7 +98,7 @@ def prepare_search(options: SearchOptions,
         if exists:
             study = optuna.load_study(study_name=name, storage=storage)
         else:
-            study = _create_study(storage, name, space, epochs, trials, reference)
+            study = create_study(storage, name, space, epochs, trials, reference)
             created = storage
         search_dir.mkdir(parents=True, exist_ok=True)
         if not options.resume:
@@ -171,8 +171,9 @@ def _check_unfinished(storage_url: str, name: str, trials: int) -> None:
                        f"(see nas pareto {name})")
 
 
-def _create_study(storage: Any, name: str, space: Any, epochs: int, trials: int,
-                  reference: dict[str, float]) -> Any:
+def create_study(storage: Any, name: str, space: Any, epochs: int, trials: int,
+                 reference: dict[str, float]) -> Any:
+    """A new study for ``space``: its directions and metric names, and the attributes every reader expects."""
     import optuna
 
     try:
