@@ -88,7 +88,7 @@ def load(path: str | Path) -> nn.Module:
         info = DataInfo.from_dict(arch["dataset"]["info"])
     except (KeyError, TypeError, ValueError) as error:
         raise NasError(f"{folder / ARCH_FILE}: dataset.info is invalid ({error})") from None
-    model = space.build(space.config_for(arch["params"], info), info)
+    model = space.build_model(arch["params"], info)
     resolved = jsonable(getattr(model, "config", None) or space.config_for(arch["params"], info))
     if resolved != arch["model_config"]:
         raise NasError(f"{folder / SPACE_FILE}: its params {arch['params']} no longer build the exported "
