@@ -177,12 +177,13 @@ def _pid_running(pid: int) -> bool:
 def _has_env(pid: int, token_path: str) -> bool:
     # Every process a node starts inherits RAY_AUTH_TOKEN_PATH=<this cluster's token file>: a mark
     # that survives Ray renaming its processes (ray::IDLE, ray::DashboardAgent) and that a recycled
-    # PID lacks.
-    import psutil
-
+    # PID lacks. The raw block is searched, not psutil's Process.environ(): renaming a process
+    # (setproctitle) overwrites part of its environment block, and psutil's parser stops at the first
+    # empty entry, before the variable.
+    marker = b"\0" + f"{TOKEN_ENV}={token_path}".encode() + b"\0"
     try:
-        return psutil.Process(pid).environ().get(TOKEN_ENV) == token_path
-    except (psutil.Error, OSError):
+        return marker in b"\0" + Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
+    except OSError:
         return False
 
 
