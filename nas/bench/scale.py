@@ -240,6 +240,7 @@ def prepare_scale_search(space: TableSpace, *, root: Path, name: str, storage_ur
                          trials: int, workers: int) -> Any:
     """Create the study (as ``nas launch`` does), the run folder a CLI can read, and a ``PreparedSearch``."""
     from nas._urls import mask_url
+    from nas.results.layout import SPACE_FILE
     from nas.search import runs, store
     from nas.search.options import PreparedSearch, SearchOptions
     from nas.search.prepare import create_study
@@ -247,11 +248,11 @@ def prepare_scale_search(space: TableSpace, *, root: Path, name: str, storage_ur
     table = space.table
     search_dir = Path(root) / name
     search_dir.mkdir(parents=True, exist_ok=True)
-    (search_dir / "space.py").write_text(table.space_source)
+    (search_dir / SPACE_FILE).write_text(table.space_source)
     real_space = space.space
     storage = store.open_storage(storage_url)
     study = create_study(storage, name, real_space, table.epochs, trials, dict(table.reference))
-    options = SearchOptions(space=str(search_dir / "space.py"), name=name, trials=trials, epochs=table.epochs,
+    options = SearchOptions(space=str(search_dir / SPACE_FILE), name=name, trials=trials, epochs=table.epochs,
                             concurrency=workers, root=str(root), storage=storage_url, tracking_uri=tracking_uri,
                             yes=True)
     runs.write_options(search_dir, {

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import traceback_line
-from nas.results.layout import trial_dir
+from nas.results.layout import SPACE_FILE, trial_dir
 from nas.results.metrics import METRICS
 from nas.results.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from_study
 from nas.search import store
@@ -132,7 +132,7 @@ class Bookkeeper:
     def _attrs(self) -> dict[str, Any]:
         return {
             "family": None,
-            "space_file": Path(self.prepared.space.source_file or "space.py").name,
+            "space_file": Path(self.prepared.space.source_file or SPACE_FILE).name,
             "space_hash": self.prepared.space.source_hash,
             "energy_profile": self.prepared.space.recipe.energy_profile,
             "dataset": self.prepared.dataset,
