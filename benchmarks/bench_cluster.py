@@ -43,7 +43,7 @@ from tiny_space import tiny_space  # noqa: E402
 
 from nas._urls import engine_kwargs_for  # noqa: E402
 from nas.cluster import cluster_down, cluster_up, kill_node  # noqa: E402
-from nas.search.records import TrialRecord, records_from_study  # noqa: E402
+from nas.results.records import TrialRecord, records_from_study  # noqa: E402
 
 TIMEOUT_S = 600
 

@@ -22,7 +22,7 @@ import time
 import numpy as np
 from optuna._hypervolume import compute_hypervolume
 
-from nas.search.pareto import hypervolume, hypervolume_history
+from nas.results.pareto import hypervolume, hypervolume_history
 
 
 def _front(n: int, m: int, seed: int) -> np.ndarray:

@@ -92,8 +92,10 @@ def nas_run(trials: int, concurrency: int, epoch_seconds: float, scheduler: str,
     """One nas search of sleeping trials (controller, Optuna in SQLite, MLflow tracking)."""
     import ray
 
-    from nas.search.controller import SearchOptions, prepare_search, run_search
-    from nas.search.records import COMPLETE, PRUNED
+    from nas.results.records import COMPLETE, PRUNED
+    from nas.search.controller import run_search
+    from nas.search.options import SearchOptions
+    from nas.search.prepare import prepare_search
     from nas.tracking import MlflowTracker
 
     folder = Path(tempfile.mkdtemp(prefix="nas-bench-orch-"))

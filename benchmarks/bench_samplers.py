@@ -34,8 +34,8 @@ import torch
 
 from nas.bench import TableSpace, load_table
 from nas.bench.simulator import true_front_hypervolume
+from nas.results.pareto import HypervolumeTracker, normalised_hypervolume
 from nas.search.choices import SAMPLERS
-from nas.search.pareto import HypervolumeTracker, normalised_hypervolume
 from nas.search.searcher import OptunaMultiObjectiveSearcher, make_sampler
 
 PROBLEMS = ("nasbench201", "snnmlp", "mixer_snn", "spiking_resformer")

@@ -14,7 +14,7 @@ were made with the first command on the code of commit 33cb5d6, ``--limit 1500``
 
 Each point ``STORE:K:TRIALS[:HISTORY]`` runs in its own process (memory is that process's peak) with a
 wall-clock ``--limit``: the simulator (``nas.bench.scale``) replays the snnmlp learning-curve table with
-K simulated workers through the controller's own bookkeeping (``_Bookkeeper``, MLflow tracker on its
+K simulated workers through the controller's own bookkeeping (``Bookkeeper``, MLflow tracker on its
 background thread, front and hypervolume updates), so the controller is the only thing that takes real
 time; ``HISTORY`` bounds what the sampler models (``make_sampler(history=...)``). Stores: ``sqlite`` =
 Optuna SQLite file + MLflow SQLite store (the defaults of a run folder); ``postgres`` = Optuna on
@@ -108,7 +108,7 @@ def _views(root: Path, tracking_uri: str, ui_url: str | None, repeats: int) -> d
             times.append(time.perf_counter() - start)
         out[f"nas_{command}_s"] = statistics.median(times)
     # What status and pareto cost before the stored summary: every trial read back (in process, no imports).
-    from nas.search.store import open_search
+    from nas.search.runs import open_search
 
     start = time.perf_counter()
     records = open_search(root, NAME).records

@@ -23,8 +23,8 @@ SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "snnmlp.py"
 
 def run(scheduler: str, budget: float, trials: int, seed: int, root: Path) -> tuple[list, float]:
     """One search; returns its records and the wall-clock start of the search."""
-    from nas.launch import launch
-    from nas.search.controller import SearchOptions
+    from nas import launch
+    from nas.search.options import SearchOptions
 
     started = time.time()
     result = launch(SearchOptions(space=str(SPACE), name=f"bench-{scheduler}", root=str(root), trials=trials,
@@ -34,7 +34,7 @@ def run(scheduler: str, budget: float, trials: int, seed: int, root: Path) -> tu
 
 def curve(records: list, started: float, reference: dict[str, float], checkpoints: list[float]) -> list[float]:
     """Normalised hypervolume of the complete trials finished by each checkpoint (seconds after start)."""
-    from nas.search.pareto import hypervolume, normalised_hypervolume
+    from nas.results.pareto import hypervolume, normalised_hypervolume
 
     objectives = {"val_acc": "max", "energy_uj": "min"}
     done = [(r.completed.timestamp() - started, r.values["val_acc"], r.values["energy_uj"])

@@ -30,8 +30,8 @@ import optuna
 
 from nas.cli import main as nas_main
 from nas.dashboards import hypervolume_figure, pareto_csv, pareto_figure, pareto_png
-from nas.search.records import records_from_study
-from nas.search.store import write_options
+from nas.results.records import records_from_study
+from nas.search.runs import write_options
 from nas.tracking import MlflowTracker
 
 OBJECTIVES = {"val_acc": "max", "energy_uj": "min"}
@@ -148,7 +148,7 @@ def time_refresh_parts(records: list, folder: Path) -> dict[str, float]:
     import numpy as np
 
     from nas.dashboards import completion_order, trial_rows
-    from nas.search.pareto import hypervolume_history, ranks_of
+    from nas.results.pareto import hypervolume_history, ranks_of
 
     parts = {}
     t0 = time.perf_counter()

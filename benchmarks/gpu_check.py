@@ -194,7 +194,7 @@ def check_amp_training() -> None:
 def check_search(work: Path) -> str:
     import optuna
 
-    from nas.search import store
+    from nas.results.layout import default_storage_url
 
     root = work / "runs"
     command = [sys.executable, "-m", "nas.cli", "launch", str(REPO / "search_spaces" / "snnmlp.py"), "--trials", "4",
@@ -205,7 +205,7 @@ def check_search(work: Path) -> str:
     if done.returncode != 0:
         tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
         raise AssertionError(f"nas launch exited {done.returncode}: {tail[0]}")
-    study = optuna.load_study(study_name="gpu-check", storage=store.default_storage_url(root))
+    study = optuna.load_study(study_name="gpu-check", storage=default_storage_url(root))
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(finished) != 4:
         raise AssertionError(f"{len(finished)} of 4 trials finished")

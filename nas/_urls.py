@@ -28,6 +28,10 @@ _MYSQL_DRIVERS = {"", "mysqldb", "pymysql"}
 def mask_url(url: str) -> str:
     """``url`` with any password replaced by ``***``; a URL without credentials comes back unchanged.
 
+    Not SQLAlchemy's ``make_url(url).render_as_string(hide_password=True)``: that one leaks the tail of a
+    password holding an unencoded '@' (``u:p@ss@host`` -> ``u:***@ss@host``), leaves query secrets
+    (``?password=``, ``X-Amz-Signature``) in clear and reorders the query of the URL it shows.
+
     Masks the password of ``scheme://user:password@host`` and query parameters whose name holds
     ``password``, ``secret``, ``token`` and the like (``?password=...``, ``?X-Amz-Signature=...``).
     A user name alone is kept: it is not a secret and it helps reading logs.

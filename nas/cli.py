@@ -14,7 +14,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from nas.errors import NasError
 from nas.search.choices import (
@@ -30,7 +30,7 @@ from nas.search.choices import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nas.search.controller import SearchOptions, SearchResult
+    from nas.search.options import SearchOptions, SearchResult
 
 
 # ---------------------------------------------------------------- doctor (issue 2)
@@ -60,11 +60,8 @@ def _data_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- energy (issue 4)
 def _energy(args: argparse.Namespace) -> int:
     import json
-    import pickle
 
-    import torch
-
-    from nas.energy import calibrate_norms, get_profile, measure, render_table
+    from nas.energy import get_profile, input_size, load_checkpoint, measure_on_random, render_table
     from nas.snn import create_model, list_models
 
     profile = get_profile(args.profile)  # a bad profile fails before a model is built
@@ -83,54 +80,40 @@ def _energy(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as error:
         raise NasError(f"model {args.model}: {error}") from error
     if args.checkpoint is not None:
-        try:
-            state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-                state = state["state_dict"]
-            model.load_state_dict(state)
-        except (
-            OSError, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError
-        ) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            if isinstance(error, pickle.UnpicklingError | EOFError):
-                first_line = "not a readable state_dict file (torch.load with weights_only=True failed)"
-            raise NasError(f"checkpoint {args.checkpoint}: {first_line}") from error
-    config = getattr(model, "config", None)
-    size = args.img_size or getattr(config, "img_size", 224)
-    chans = args.in_chans or getattr(config, "in_chans", 3)
-    # training-mode BatchNorm needs 2 images or more, whatever --batch-size is
-    random_images = torch.randn(max(args.batch_size, 2), chans, size, size, generator=torch.Generator().manual_seed(0))
-    images = random_images[: args.batch_size]
-    if args.checkpoint is None:
+        load_checkpoint(model, args.checkpoint)
+    else:
         print("nas: warning: random weights (BatchNorm statistics calibrated on random images); firing rates and "
               "SOPs of untrained weights are not meaningful, use --checkpoint for trained ones", file=sys.stderr)
-        calibrate_norms(model, random_images)
-    _progress_printer()(f"measuring {args.model} on {len(images)} image(s) at {size}x{size} ...")
-    try:
-        report = measure(model, images, profile)
-    except (MemoryError, RuntimeError) as error:
-        if not isinstance(error, MemoryError) and "alloc" not in str(error):
-            raise
-        raise NasError(f"model {args.model} at --img-size {size} and --batch-size {args.batch_size} needs more "
-                       "memory than this machine has; try a smaller --img-size or --batch-size") from error
+    size, _ = input_size(model, args.img_size, args.in_chans)
+    _progress_printer()(f"measuring {args.model} on {args.batch_size} image(s) at {size}x{size} ...")
+    report = measure_on_random(model, profile, batch_size=args.batch_size, img_size=args.img_size,
+                               in_chans=args.in_chans, calibrate=args.checkpoint is None, name=args.model)
     print(json.dumps(report.to_dict(), indent=2) if args.json else render_table(report))
     return 0
 
 
 # ---------------------------------------------------------------- search (issue 6)
 def _search_options(args: argparse.Namespace) -> SearchOptions:
-    from nas.search.controller import SearchOptions
+    from nas.search.options import SearchOptions
 
-    fields = SearchOptions.__dataclass_fields__
-    return SearchOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    # Every flag named: a flag renamed in the parser fails here, instead of silently taking its default.
+    return SearchOptions(
+        space=args.space, name=args.name, trials=args.trials, epochs=args.epochs, concurrency=args.concurrency,
+        sampler=args.sampler, sampler_history=args.sampler_history, scheduler=args.scheduler, proxy=args.proxy,
+        proxy_rule=args.proxy_rule, dataset=args.dataset, data_src=args.data_src, seed=args.seed, root=args.root,
+        storage=args.storage, tracking_uri=args.tracking_uri, address=args.address, storage_path=args.storage_path,
+        gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, time_budget=args.time_budget,
+        max_failures=args.max_failures, reduction_factor=args.reduction_factor, verbose=args.verbose,
+        resume=args.resume, yes=args.yes,
+    )
 
 
 def _print_result(result: SearchResult, root: str) -> int:
     """Print what a search produced and the line that says how it ended; returns the exit status."""
     import signal
 
-    from nas.search.controller import EXIT_TIME_BUDGET
-    from nas.search.records import count_trials
+    from nas.results.records import count_trials
+    from nas.search.options import EXIT_TIME_BUDGET
     from nas.search.summary import front_rows, render_front
 
     rows = front_rows(result.records, result.objectives)
@@ -166,14 +149,14 @@ def _print_result(result: SearchResult, root: str) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from nas.launch import launch
+    from nas._launch import launch
 
     return _print_result(launch(_search_options(args)), args.root)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from nas.launch import launch
-    from nas.search.controller import SearchOptions
+    from nas._launch import launch
+    from nas.search.options import SearchOptions
 
     options = SearchOptions(space="", name=args.name, root=args.root, address=args.address, storage=args.storage,
                             tracking_uri=args.tracking_uri, verbose=args.verbose, resume=True,
@@ -198,7 +181,7 @@ def _progress_printer() -> Callable[[str], None]:
 
 def _search_name(args: argparse.Namespace) -> str:
     """The search a command reads: NAME, or the newest search of --root (said on stderr, so --json stays clean)."""
-    from nas.search.store import newest_search_name
+    from nas.search.runs import newest_search_name
 
     if args.name:
         return args.name
@@ -208,7 +191,7 @@ def _search_name(args: argparse.Namespace) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from nas.search.store import list_search_names, open_search
+    from nas.search.runs import list_search_names, open_search
     from nas.search.summary import render_rows, status_row
 
     names = [args.name] if args.name else list_search_names(args.root)
@@ -226,7 +209,7 @@ def _status(args: argparse.Namespace) -> int:
 def _pareto(args: argparse.Namespace) -> int:
     import json
 
-    from nas.search.store import open_search
+    from nas.search.runs import open_search
     from nas.search.summary import front_rows, render_front
 
     name = _search_name(args)
@@ -240,7 +223,7 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nas.search.controller import LARGE_BUDGETS, SEED_MAX
+    from nas.search.options import LARGE_BUDGETS, SEED_MAX
     from nas.search.summary import render_rows
     from nas.space import load_space, parse_params, train_params
 
@@ -251,8 +234,8 @@ def _train(args: argparse.Namespace) -> int:
     space = load_space(args.space, check_samples=0)
     params = parse_params(args.params, args.trial_config)
     rows = []
-    columns = ("epoch", "train_loss", "val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps",
-               "epoch_seconds")
+    from nas.results.metrics import EPOCH_COLUMNS as columns
+
     for metrics in train_params(space, params, epochs=args.epochs, dataset=args.dataset, seed=args.seed):
         rows.append({k: metrics.get(k) for k in columns})
         print(f"epoch {metrics['epoch']}: val_acc {metrics['val_acc']:.4f}  energy_uj {metrics['energy_uj']:.4g}  "
@@ -266,8 +249,8 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nas.dashboards import load_layer_reports, write_report
-    from nas.search.pareto import front_of
-    from nas.search.store import open_search
+    from nas.results.pareto import front_of
+    from nas.search.runs import open_search
 
     handle = open_search(args.root, _search_name(args), storage=args.storage)
     say = _progress_printer()
@@ -289,8 +272,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_until_stopped(server: Any, describe: Callable[[str], None]) -> int:
+    """Start ``server``, print ``describe(url)`` and wait until it exits, Ctrl-C or SIGTERM; it is stopped in any case.
+
+    SIGTERM counts as Ctrl-C from the moment the server runs, not only once ``wait`` starts: a signal sent
+    right after the "stops it" line must still stop the server's whole process tree.
+    """
+    from nas._serve import sigterm_as_interrupt
+
+    url = server.start()
+    try:
+        with sigterm_as_interrupt():
+            describe(url)
+            print("Ctrl-C (or SIGTERM) stops it", flush=True)
+            return server.wait()
+    finally:
+        server.stop()
+
+
 def _ui(args: argparse.Namespace) -> int:
-    from nas.search.store import check_root, list_search_names
+    from nas.search.runs import check_root, list_search_names
     from nas.tracking import (
         CHART_VIEW,
         FRONT_VIEW,
@@ -307,8 +308,8 @@ def _ui(args: argparse.Namespace) -> int:
     check_root(args.root)
     ui = MlflowUi(args.root, port=args.port, tracking_uri=args.tracking_uri)
     print(f"starting the MLflow UI for {ui.tracking_uri} ...", flush=True)
-    url = ui.start()
-    try:
+
+    def describe(url: str) -> None:
         print(f"MLflow UI: {url}")
         names = list_search_names(args.root)
         found = find_parent_run(ui.tracking_uri, names[-1]) if names else None  # the newest search
@@ -318,10 +319,8 @@ def _ui(args: argparse.Namespace) -> int:
             labels = {FRONT_VIEW: "its Pareto front", CHART_VIEW: "its objectives chart"}
             for view in saved_views(ui.tracking_uri, found[0]):
                 print(f"  {labels[view]}: {url}/{view_link(found[0], view)}")
-        print("Ctrl-C (or SIGTERM) stops it", flush=True)
-        return ui.wait()
-    finally:
-        ui.stop()
+
+    return _serve_until_stopped(ui, describe)
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -332,14 +331,12 @@ def _dashboard(args: argparse.Namespace) -> int:
     name = _search_name(args)
     dashboard = dashboard_for(args.root, name, port=args.port, storage=args.storage)
     print(f"starting optuna-dashboard for {name} ...", flush=True)
-    url = dashboard.start()
-    try:
+
+    def describe(url: str) -> None:
         print(f"optuna-dashboard: {dashboard.url}")
         print(f"search {name}: {url}")
-        print("Ctrl-C (or SIGTERM) stops it", flush=True)
-        return dashboard.wait()
-    finally:
-        dashboard.stop()
+
+    return _serve_until_stopped(dashboard, describe)
 
 
 # ---------------------------------------------------------------- export (issue 8)
@@ -381,7 +378,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- cluster (issue 9)
 def _cluster(args: argparse.Namespace) -> int:
     from nas.cluster import cluster_down, cluster_status, cluster_up
-    from nas.search.store import check_root
+    from nas.search.runs import check_root
 
     check_root(args.root)
     if args.action == "down":

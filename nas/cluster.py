@@ -43,6 +43,7 @@ from nas.errors import NasError
 STATE_DIR = "cluster"
 STATE_FILE = "state.json"
 TOKEN_FILE = "auth_token"
+TOKEN_ENV = "RAY_AUTH_TOKEN_PATH"  # every process of a node inherits it: how its processes are told apart
 HEAD_IP = "127.0.0.2"
 READY_MARK = "Ray runtime started"
 
@@ -83,7 +84,7 @@ class ClusterState:
 
     def env(self) -> dict[str, str]:
         """Environment a driver (``nas launch``, ``ray.init``) needs to join this cluster."""
-        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_path}
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", TOKEN_ENV: self.token_path}
 
     def export_line(self) -> str:
         """The shell line that points a terminal at this cluster (no secret in it: only the token's path)."""
@@ -164,23 +165,22 @@ def _free_port() -> int:
 
 
 def _pid_running(pid: int) -> bool:
+    import psutil
+
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            # The state letter follows the parenthesised command name; Z (zombie) and X (dead) are gone.
-            status = handle.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+        # Z (zombie) and X (dead) processes are gone.
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
         return False
-    return status not in ("Z", "X")
 
 
-def _marker(token_path: str) -> bytes:
-    return b"\0RAY_AUTH_TOKEN_PATH=" + token_path.encode() + b"\0"
-
-
-def _has_env(pid: int, marker: bytes) -> bool:
+def _has_env(pid: int, token_path: str) -> bool:
     # Every process a node starts inherits RAY_AUTH_TOKEN_PATH=<this cluster's token file>: a mark
     # that survives Ray renaming its processes (ray::IDLE, ray::DashboardAgent) and that a recycled
-    # PID lacks.
+    # PID lacks. The raw block is searched, not psutil's Process.environ(): renaming a process
+    # (setproctitle) overwrites part of its environment block, and psutil's parser stops at the first
+    # empty entry, before the variable.
+    marker = b"\0" + f"{TOKEN_ENV}={token_path}".encode() + b"\0"
     try:
         return marker in b"\0" + Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
     except OSError:
@@ -196,20 +196,22 @@ class _Proc:
 
 
 def _scan() -> list[_Proc]:
-    """Every live (non-zombie) process but this one, from /proc."""
+    """Every live (non-zombie) process but this one (psutil's process table)."""
+    import psutil
+
     procs = []
     own = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == own:
+    for process in psutil.process_iter(["pid", "ppid", "cmdline", "status"], ad_value=None):
+        info = process.info
+        if info["pid"] == own or info["status"] in (None, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            continue
+        if info["cmdline"] is None or info["ppid"] is None:
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError):
+            pgrp = os.getpgid(info["pid"])
+        except OSError:  # ended since the scan
             continue
-        # fields after the command name: state, ppid, pgrp, ...
-        if fields[0] not in ("Z", "X"):
-            procs.append(_Proc(int(entry.name), int(fields[1]), int(fields[2]), cmdline))
+        procs.append(_Proc(int(info["pid"]), int(info["ppid"]), pgrp, " ".join(info["cmdline"])))
     return procs
 
 
@@ -222,7 +224,6 @@ def node_pids(node: NodeProcess, token_path: str) -> list[int]:
     found through the group or the tree count only if they carry the cluster's
     ``RAY_AUTH_TOKEN_PATH``, so a recycled PID of a stale state never leads to killing a stranger.
     """
-    marker = _marker(token_path)
     procs = _scan()
     # The path must end there: worker-1 must not match worker-10.
     naming = re.compile(re.escape(node.temp_dir) + r"(?=[/\s]|$)")
@@ -238,17 +239,16 @@ def node_pids(node: NodeProcess, token_path: str) -> list[int]:
             if child not in members:
                 members.add(child)
                 stack.append(child)
-    found |= {pid for pid in members if _has_env(pid, marker)}
+    found |= {pid for pid in members if _has_env(pid, token_path)}
     return sorted(found)
 
 
 def _node_running(node: NodeProcess, token_path: str) -> bool:
-    return _pid_running(node.pid) and _has_env(node.pid, _marker(token_path))
+    return _pid_running(node.pid) and _has_env(node.pid, token_path)
 
 
 def _still_ours(pids: set[int], token_path: str) -> list[int]:
-    marker = _marker(token_path)
-    return sorted(pid for pid in pids if _pid_running(pid) and _has_env(pid, marker))
+    return sorted(pid for pid in pids if _pid_running(pid) and _has_env(pid, token_path))
 
 
 def _reap(pid: int) -> None:
@@ -432,7 +432,7 @@ def cluster_up(
     temp_root = Path(tempfile.mkdtemp(prefix="nasray-"))
 
     env = dict(os.environ)
-    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path.resolve())})
+    env.update({"RAY_AUTH_MODE": "token", TOKEN_ENV: str(token_path.resolve())})
     env.pop("RAY_AUTH_TOKEN", None)
     env.pop("RAY_ADDRESS", None)
     env.update(_FAST_HEALTH_CHECK_ENV)

@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas.errors import NasError
+from nas.errors import NasError, first_line
 from nas.train import TrainRecipe
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas.data import DataInfo
 
 DEFAULT_OBJECTIVES: dict[str, str] = {"val_acc": "max", "energy_uj": "min"}
-KNOWN_METRICS = ("val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps", "epoch_seconds")
 INPUTS = ("images", "events")  # what a space's models take: static images [B, C, H, W] or frames [B, T, C, H, W]
 
 
@@ -202,7 +201,7 @@ class SearchSpace:
                 with torch.device("meta"):
                     self.build(config, data_info)
             except Exception as error:  # a space or model refusing the data can raise anything; one line
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                reason = first_line(error)
                 raise NasError(f"{where}: space {self.name!r} does not fit dataset {data_info.name} ({shape}): "
                                f"{reason}") from None
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -386,7 +385,7 @@ def check_params(space: SearchSpace, params: Mapping[str, Any], data_info: DataI
         missing = re.search(r"parameter '([^']+)' is not found", str(error))
         if missing:
             raise NasError(f"params: {missing.group(1)!r} is missing for {where}") from None
-        raise NasError(f"params do not fit {where}: {_first_line(error)}") from None
+        raise NasError(f"params do not fit {where}: {first_line(error)}") from None
     unknown = sorted(set(params) - set(trial.params))
     if unknown:
         known = ", ".join(sorted(trial.params)) or "none"
@@ -396,9 +395,6 @@ def check_params(space: SearchSpace, params: Mapping[str, Any], data_info: DataI
             raise NasError(f"params: {warning.message}")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def train_params(

@@ -243,6 +243,12 @@ class CandidateTrainer:
             metrics["epoch_seconds"] = time.perf_counter() - started
             yield metrics
 
+    def train_remaining(self) -> None:
+        """Train the remaining epochs without evaluating after each (when only the last weights matter)."""
+        while self.epoch < self.total_epochs:
+            self.train_one_epoch()
+            self.epoch += 1
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training after ``self.epoch`` epochs."""
         return {
@@ -342,3 +348,15 @@ def build_candidate(
     trainer = CandidateTrainer(model, train_loader, val_loader, recipe or space.recipe,
                                epochs=epochs or space.epochs, device=device)
     return Candidate(config=config, model=model, trainer=trainer, data_info=info)
+
+
+def load_trial_model(space: Any, params: dict[str, Any], data_info: Any, weights: Path) -> nn.Module:
+    """A finished trial's architecture with its kept trained weights, in eval mode."""
+    from nas.errors import NasError
+
+    if not weights.is_file():
+        raise NasError(f"{weights}: the trial's weights are missing")
+    model = space.build_model(params, data_info)
+    state = torch.load(weights, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"] if "model" in state else state)
+    return model.eval()

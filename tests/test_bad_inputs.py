@@ -24,8 +24,9 @@ import pytest
 from tiny_space import tiny_space
 
 from nas.cli import main
-from nas.search import store
-from nas.search.controller import SearchOptions, prepare_search
+from nas.results.layout import default_artifact_location, default_storage_url
+from nas.search.options import SearchOptions
+from nas.search.prepare import prepare_search
 from nas.tracking import MlflowTracker
 
 PARAMS = {"width": 8, "depth1": 1, "group": 2}
@@ -55,7 +56,7 @@ def _make_base_search(folder: Path) -> Path:
     prepared = prepare_search(SearchOptions(space=str(space), name="base", root=str(root), trials=1))
     try:
         tracker = MlflowTracker(prepared.tracking_uri, "base", objectives=prepared.objectives,
-                                artifact_location=store.default_artifact_location(root, "base"))
+                                artifact_location=default_artifact_location(root, "base"))
         tracker.start_search(space_file=prepared.search_dir / "space.py", search_params={"trials": 1})
         # trial 0 has (stand-in) weights, trial 1 none
         for number, (params, values) in enumerate([(PARAMS, [0.5, 1.0]), ({**PARAMS, "width": 16}, [0.4, 2.0])]):
@@ -114,13 +115,13 @@ def ctx(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     (zero_root / "z").mkdir(parents=True)
     (zero_root / "optuna.db").write_bytes(b"")
     (zero_root / "z" / "search.json").write_text(
-        json.dumps({"name": "z", "storage": store.default_storage_url(zero_root)}))
+        json.dumps({"name": "z", "storage": default_storage_url(zero_root)}))
     foreign_root = folder / "foreign"  # a search whose study file is some other SQLite database
     (foreign_root / "f").mkdir(parents=True)
     with sqlite3.connect(foreign_root / "optuna.db") as connection:
         connection.execute("CREATE TABLE notes (text TEXT)")
     (foreign_root / "f" / "search.json").write_text(
-        json.dumps({"name": "f", "storage": store.default_storage_url(foreign_root)}))
+        json.dumps({"name": "f", "storage": default_storage_url(foreign_root)}))
     values |= {"zero_root": str(zero_root), "foreign_root": str(foreign_root)}
 
     spaces = {

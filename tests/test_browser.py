@@ -28,7 +28,7 @@ import pytest
 from servers import stop_served
 from test_tracking_support import OBJECTIVES, run_synthetic_search
 
-from nas.search.pareto import front_of
+from nas.results.pareto import front_of
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output" / "browser"

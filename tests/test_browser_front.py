@@ -33,7 +33,7 @@ from servers import free_port, stop_served
 from test_browser import CHROMIUM, OUTPUT, DevTools, _read_until, headless_chromium
 from test_tracking_support import OBJECTIVES, SyntheticSearch, run_synthetic_search
 
-from nas.search.pareto import front_of
+from nas.results.pareto import front_of
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)"

@@ -43,8 +43,8 @@ from tiny_space import tiny_space
 
 from nas._urls import engine_kwargs_for
 from nas.cluster import ClusterState, cluster_down, cluster_up, kill_node
-from nas.search.pareto import front_of
-from nas.search.records import TrialRecord, records_from_study
+from nas.results.pareto import front_of
+from nas.results.records import TrialRecord, records_from_study
 
 # running_postgres, running_mlflow, create_database (tests/servers.py).
 pytest_plugins = ["servers"]

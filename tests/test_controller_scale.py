@@ -87,10 +87,10 @@ def test_bookkeeping_queue_is_bounded_and_runs_everything_in_order(monkeypatch: 
     import threading
     import time
 
-    from nas.search.controller import _EventPump
+    from nas.search.events import EventPump
 
-    monkeypatch.setattr(_EventPump, "QUEUE_LIMIT", 2)
-    pump = _EventPump()
+    monkeypatch.setattr(EventPump, "QUEUE_LIMIT", 2)
+    pump = EventPump()
     gate = threading.Event()
     done: list[int] = []
     pump.submit(gate.wait)  # the writer is busy until the gate opens
@@ -111,8 +111,8 @@ def test_bookkeeping_queue_is_bounded_and_runs_everything_in_order(monkeypatch: 
 def test_status_and_pareto_read_the_stored_summary_while_it_is_current(tmp_path: Path, monkeypatch) -> None:
     from collections import Counter
 
-    from nas.search import store
-    from nas.search.records import records_from_study
+    from nas.results.records import records_from_study
+    from nas.search import runs
     from nas.search.summary import SUMMARY_ATTR, search_summary
 
     objectives = {"val_acc": "max", "energy_uj": "min"}
@@ -128,29 +128,29 @@ def test_status_and_pareto_read_the_stored_summary_while_it_is_current(tmp_path:
     frozen = study.get_trials(deepcopy=False)
     exact = search_summary(records_from_study(study, frozen), objectives, Counter(t.state.name for t in frozen))
     study.set_user_attr(SUMMARY_ATTR, exact)
-    store.write_options(tmp_path / "s", {"name": "s", "storage": url, "trials": 4, "objectives": objectives})
+    runs.write_options(tmp_path / "s", {"name": "s", "storage": url, "trials": 4, "objectives": objectives})
     assert exact["front"] == [0, 1] and exact["counts"]["complete"] == 3 and exact["counts"]["pruned"] == 1
 
     def no_full_read(*args, **kwargs):
         raise AssertionError("read every trial although the summary is current")
 
     with monkeypatch.context() as patch:
-        patch.setattr(store, "records_from_study", no_full_read)
-        handle = store.open_search(tmp_path, "s")
+        patch.setattr(runs, "records_from_study", no_full_read)
+        handle = runs.open_search(tmp_path, "s")
         assert handle.summary == exact
         assert [r.number for r in handle.front_records] == [0, 1]
     # A trial the summary does not know of, and no controller running: computed from every trial.
     trial = study.ask()
     trial.suggest_int("w", 1, 9)
     study.tell(trial, [0.95, 0.5])
-    handle = store.open_search(tmp_path, "s")
+    handle = runs.open_search(tmp_path, "s")
     assert handle.summary["front"] == [4] and handle.summary["counts"]["complete"] == 4
     assert [r.number for r in handle.front_records] == [4]
 
 
 def test_sampler_history_option_is_checked_before_anything_runs() -> None:
     from nas.errors import NasError
-    from nas.search.controller import SearchOptions
+    from nas.search.options import SearchOptions
 
     SearchOptions(space="s.py", sampler_history=2000).validate()
     with pytest.raises(NasError, match="--sampler-history must be at least 1"):

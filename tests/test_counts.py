@@ -15,10 +15,10 @@ from mlflow import MlflowClient
 from test_tracking_support import OBJECTIVES, REFERENCE, SyntheticSearch, run_synthetic_search
 
 from nas.cli import main
-from nas.search.pareto import HypervolumeHistory
+from nas.results.pareto import HypervolumeHistory
+from nas.results.records import OUTCOMES, TrialCounts, count_trials, outcome_of
 from nas.search.progress import LiveView
-from nas.search.records import OUTCOMES, TrialCounts, count_trials, outcome_of
-from nas.search.store import open_search, read_options
+from nas.search.runs import open_search, read_options
 from nas.search.summary import status_row
 
 # trial 2 is pruned and trial 5 fails (run_synthetic_search); 7 repeats trial 0; 8 is cut off by a stop;

@@ -21,8 +21,8 @@ from nas.dashboards import (
     pareto_png,
     write_report,
 )
-from nas.search.pareto import front_of, hypervolume
-from nas.search.records import TrialRecord
+from nas.results.pareto import front_of, hypervolume
+from nas.results.records import TrialRecord
 
 OBJECTIVES = {"val_acc": "max", "energy_uj": "min"}
 REFERENCE = {"val_acc": 0.0, "energy_uj": 10.0}

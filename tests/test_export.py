@@ -29,7 +29,7 @@ from nas.export import (
     write_onnx,
     write_torchscript,
 )
-from nas.search.records import COMPLETE
+from nas.results.records import COMPLETE
 
 SPACE = textwrap.dedent(
     """
@@ -71,9 +71,9 @@ STANDALONE = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    from nas.launch import launch
-    from nas.search.controller import SearchOptions
-    from nas.search.store import open_search
+    from nas import launch
+    from nas.search.options import SearchOptions
+    from nas.search.runs import open_search
 
     base = tmp_path_factory.mktemp("export-search")
     space = base / "tiny_space.py"
@@ -95,7 +95,7 @@ def exported(search: SimpleNamespace) -> SimpleNamespace:
 
 
 def _front(search: SimpleNamespace) -> list:
-    from nas.search.pareto import front_of
+    from nas.results.pareto import front_of
 
     return front_of(search.handle.records, search.handle.objectives)
 
@@ -209,7 +209,7 @@ def test_registry_holds_the_versions_with_the_three_aliases(search: SimpleNamesp
 def test_knee_with_retraining_says_so_and_remeasures(search: SimpleNamespace, tmp_path: Path) -> None:
     import numpy as np
 
-    from nas.search.pareto import knee_index
+    from nas.results.pareto import knee_index
 
     front = _front(search)
     objectives = search.handle.objectives
@@ -236,7 +236,7 @@ def _fail_and_prune(search: SimpleNamespace) -> dict[str, int]:
     for record in search.handle.records:
         if record.state != COMPLETE:
             states.setdefault(record.state, record.number)
-    from nas.search.store import open_search
+    from nas.search.runs import open_search
 
     study = open_search(search.root, search.name, read_only=False).study  # handles for reading are read-only
     for state in ("FAIL", "PRUNED"):

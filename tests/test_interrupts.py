@@ -25,9 +25,10 @@ from tiny_space import tiny_space
 from user_space import user_space
 
 from nas.cli import main
-from nas.search.controller import EXIT_TIME_BUDGET
+from nas.results.layout import default_storage_url, default_tracking_uri
+from nas.search.options import EXIT_TIME_BUDGET
+from nas.search.runs import SearchLock
 from nas.search.stopping import BUDGET_REASON, SIGNAL_REASON, StopControl
-from nas.search.store import SearchLock, default_storage_url, default_tracking_uri
 
 # What MLflow must say for each outcome the study records.
 EXPECTED_RUN = {
@@ -161,7 +162,7 @@ def test_a_launch_while_another_process_holds_the_name_says_so(tmp_path: Path, d
     space.write_text(tiny_space(epochs=1))
     root = tmp_path / "runs"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from nas.search.store import SearchLock; "
+        "import sys, time; from nas.search.runs import SearchLock; "
         f"lock = SearchLock({str(root)!r}, 'same'); assert lock.acquire(); print('held', flush=True); "
         "time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:
@@ -294,8 +295,8 @@ def test_concurrent_launches_of_one_name_have_one_winner(tmp_path: Path, data_di
 
 @pytest.mark.slow
 def test_a_user_written_space_is_searched_end_to_end(tmp_path: Path, data_dir: Path) -> None:
-    from nas.launch import launch
-    from nas.search.controller import SearchOptions
+    from nas import launch
+    from nas.search.options import SearchOptions
 
     space = tmp_path / "userspace.py"
     space.write_text(user_space(epochs=1, trials=2))

@@ -8,7 +8,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 from test_tracking_support import OBJECTIVES, REFERENCE
 
-from nas.search.records import METRICS, TrialRecord
+from nas.results.metrics import METRICS
+from nas.results.records import TrialRecord
 from nas.tracking import CHART_VIEW, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FRONT_VIEW, SHARED_VIEW_TAG, MlflowTracker
 
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from nas.search.pareto import (
+from nas.results.pareto import (
     HypervolumeHistory,
     HypervolumeTracker,
     crowding_distance,
@@ -22,7 +22,7 @@ from nas.search.pareto import (
     pareto_mask,
     ranks_of,
 )
-from nas.search.records import COMPLETE, DUPLICATE, FAIL, PRUNED, TrialRecord
+from nas.results.records import COMPLETE, DUPLICATE, FAIL, PRUNED, TrialRecord
 
 
 def _hv_inclusion_exclusion(pts_min: np.ndarray, ref: np.ndarray) -> float:

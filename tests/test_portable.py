@@ -23,7 +23,8 @@ from test_tracking_support import run_synthetic_search
 from tiny_space import tiny_space
 
 from nas.cli import main
-from nas.search.store import RUN_FOLDER, located_url, portable_url, read_options, write_options
+from nas.search.runs import read_options, write_options
+from nas.search.store import RUN_FOLDER, located_url, portable_url
 from nas.tracking import MlflowTracker, adopt_run_folder
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
+from nas.results.records import TrialRecord
 from nas.search.progress import LiveView
-from nas.search.records import TrialRecord
 
 OBJECTIVES = {"val_acc": "max", "energy_uj": "min"}
 

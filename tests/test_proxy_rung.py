@@ -13,8 +13,8 @@ from nas.bench.proxy_scores import load_proxy_scores
 from nas.bench.simulator import SimulationSettings
 from nas.bench.table_space import TableSpace
 from nas.errors import NasError
+from nas.results.records import COMPLETE, DROPPED, records_from_study
 from nas.search.proxy_rung import ProxyOutcome, ProxyRung
-from nas.search.records import COMPLETE, DROPPED, records_from_study
 from nas.search.searcher import OptunaMultiObjectiveSearcher, counts_toward_budget, make_sampler
 
 OBJECTIVES = {"val_acc": "max", "energy_uj": "min"}

@@ -16,13 +16,16 @@ import optuna
 import pytest
 from tiny_space import tiny_space
 
+from nas import launch
 from nas.cli import main
 from nas.errors import NasError
-from nas.launch import launch
-from nas.search.controller import SearchOptions, prepare_search
-from nas.search.pareto import front_of, hypervolume
-from nas.search.records import records_from_study
-from nas.search.store import default_storage_url, open_search, open_storage
+from nas.results.layout import default_storage_url
+from nas.results.pareto import front_of, hypervolume
+from nas.results.records import records_from_study
+from nas.search.options import SearchOptions
+from nas.search.prepare import prepare_search
+from nas.search.runs import open_search
+from nas.search.store import open_storage
 
 CRASHING = """
 from nas import SearchSpace
@@ -316,7 +319,7 @@ def test_unknown_search_for_pareto(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_front_of_records_matches_brute_force() -> None:
     rng = np.random.default_rng(0)
-    from nas.search.records import TrialRecord
+    from nas.results.records import TrialRecord
 
     records = [TrialRecord(number=i, state="COMPLETE", params={}, values={"val_acc": float(a), "energy_uj": float(e)})
                for i, (a, e) in enumerate(rng.random((40, 2)))]
@@ -334,7 +337,7 @@ def test_mlflow_holds_one_parent_and_one_child_per_trial_with_front_tags(finishe
 
     import mlflow
 
-    from nas.search.store import default_tracking_uri
+    from nas.results.layout import default_tracking_uri
 
     result, root = finished
     client = mlflow.MlflowClient(tracking_uri=default_tracking_uri(root))
@@ -379,7 +382,7 @@ def test_a_search_with_the_proxy_rung_scores_every_trial_and_never_trains_what_i
         tmp_path: Path, data_dir) -> None:
     import mlflow
 
-    from nas.search.store import default_tracking_uri
+    from nas.results.layout import default_tracking_uri
 
     space = _write(tmp_path, "tiny.py", tiny_space(epochs=1, trials=3, train=128))
     root = tmp_path / "runs"

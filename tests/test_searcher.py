@@ -12,11 +12,11 @@ import ray
 from optuna.trial import TrialState
 from ray import tune
 
+from nas.results.pareto import front_of
+from nas.results.records import COMPLETE, DUPLICATE, FAIL, PRUNED, records_from_study
+from nas.search.events import error_reason
 from nas.search.moasha import make_scheduler
-from nas.search.pareto import front_of
-from nas.search.records import COMPLETE, DUPLICATE, FAIL, PRUNED, records_from_study
 from nas.search.searcher import (
-    FailureReasonCallback,
     OptunaMultiObjectiveSearcher,
     make_sampler,
     recover_interrupted,
@@ -69,6 +69,21 @@ def _searcher(study: optuna.Study, max_trials: int, **kwargs) -> OptunaMultiObje
     )
 
 
+class FailureReasons(tune.Callback):
+    """What the controller's Ray callback does for a trial that raised (``nas.search.events.Bookkeeper``):
+    the line of Ray's error text that names the exception goes to the searcher; at the end, any error still
+    waiting for a reason is told FAIL."""
+
+    def __init__(self, searcher: OptunaMultiObjectiveSearcher) -> None:
+        self._searcher = searcher
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._searcher.record_failure_reason(trial.trial_id, error_reason(trial))
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self._searcher.flush()
+
+
 def _fit(tmp_path, searcher: OptunaMultiObjectiveSearcher, scheduler_kind: str, name: str) -> tune.ResultGrid:
     tuner = tune.Tuner(
         trainable,
@@ -83,7 +98,7 @@ def _fit(tmp_path, searcher: OptunaMultiObjectiveSearcher, scheduler_kind: str, 
             name=name,
             storage_path=str(tmp_path / "ray"),
             verbose=0,
-            callbacks=[FailureReasonCallback(searcher)],
+            callbacks=[FailureReasons(searcher)],
         ),
     )
     return tuner.fit()

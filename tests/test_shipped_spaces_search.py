@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_data import make_cifar10_folder
 
-from nas.launch import launch
-from nas.search.controller import SearchOptions
+from nas import launch
+from nas.search.options import SearchOptions
 
 SPACES = ["snnmlp", "mixer_snn", "spiking_resformer", "hybrid", "cifar_snnmlp", "cifar_mixer_snn",
           "cifar_spiking_resformer"]

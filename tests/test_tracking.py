@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 from test_tracking_support import OBJECTIVES, REFERENCE, SyntheticSearch, run_synthetic_search
 
 from nas.errors import NasError
-from nas.search.pareto import front_of, hypervolume, hypervolume_history, ranks_of
-from nas.search.records import COMPLETE
+from nas.results.pareto import front_of, hypervolume, hypervolume_history, ranks_of
+from nas.results.records import COMPLETE
 from nas.tracking import MlflowTracker, mask_secrets
 
 TRIALS = 8

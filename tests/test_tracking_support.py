@@ -14,9 +14,9 @@ from typing import Any
 
 import optuna
 
-from nas.search.pareto import HypervolumeHistory
-from nas.search.records import TrialRecord, records_from_study
-from nas.search.store import write_options
+from nas.results.pareto import HypervolumeHistory
+from nas.results.records import TrialRecord, records_from_study
+from nas.search.runs import write_options
 
 OBJECTIVES = {"val_acc": "max", "energy_uj": "min"}
 REFERENCE = {"val_acc": 0.0, "energy_uj": 100.0}

@@ -2,7 +2,7 @@
 
 :func:`run_scale` replays a search on a learning-curve table with :func:`nas.bench.simulator.simulate`
 (K simulated workers, simulated epochs, so the controller is the only thing that takes real time) and
-hands every trial event to the controller's own ``_Bookkeeper``, exactly as Ray Tune's callbacks do in
+hands every trial event to the controller's own ``Bookkeeper``, exactly as Ray Tune's callbacks do in
 ``nas launch``: the study lives in a real Optuna RDB storage, every listener (the MLflow tracker) runs
 on the bookkeeper's background thread, the front and hypervolume are updated by the same code. Each
 step is timed (:class:`StepTimer`): the sampler's own work per ask (:class:`TimedSampler`), the
@@ -172,7 +172,7 @@ class TimedListener:
 
 
 class _Callbacks:
-    """Simulator callbacks -> the controller's ``_Bookkeeper``, as ``nas launch``'s Ray callback does it."""
+    """Simulator callbacks -> the controller's ``Bookkeeper``, as ``nas launch``'s Ray callback does it."""
 
     def __init__(self, prepared: Any, listeners: Sequence[Any], timer: StepTimer) -> None:
         self.prepared = prepared
@@ -182,11 +182,11 @@ class _Callbacks:
         self.searcher: Any = None
 
     def on_search_start(self, searcher: Any) -> None:
-        from nas.search.controller import _Bookkeeper
+        from nas.search.events import Bookkeeper
 
         timer = self.timer
 
-        class TimedBookkeeper(_Bookkeeper):
+        class TimedBookkeeper(Bookkeeper):
             def _update_front_now(self, *, force: bool) -> None:
                 with timer("front"):
                     super()._update_front_now(force=force)
@@ -239,22 +239,25 @@ def peak_rss_mb() -> float:
 def prepare_scale_search(space: TableSpace, *, root: Path, name: str, storage_url: str, tracking_uri: str,
                          trials: int, workers: int) -> Any:
     """Create the study (as ``nas launch`` does), the run folder a CLI can read, and a ``PreparedSearch``."""
-    from nas.search import store
-    from nas.search.controller import PreparedSearch, SearchOptions, _create_study
+    from nas._urls import mask_url
+    from nas.results.layout import SPACE_FILE
+    from nas.search import runs, store
+    from nas.search.options import PreparedSearch, SearchOptions
+    from nas.search.prepare import create_study
 
     table = space.table
     search_dir = Path(root) / name
     search_dir.mkdir(parents=True, exist_ok=True)
-    (search_dir / "space.py").write_text(table.space_source)
+    (search_dir / SPACE_FILE).write_text(table.space_source)
     real_space = space.space
     storage = store.open_storage(storage_url)
-    study = _create_study(storage, name, real_space, table.epochs, trials, dict(table.reference))
-    options = SearchOptions(space=str(search_dir / "space.py"), name=name, trials=trials, epochs=table.epochs,
+    study = create_study(storage, name, real_space, table.epochs, trials, dict(table.reference))
+    options = SearchOptions(space=str(search_dir / SPACE_FILE), name=name, trials=trials, epochs=table.epochs,
                             concurrency=workers, root=str(root), storage=storage_url, tracking_uri=tracking_uri,
                             yes=True)
-    store.write_options(search_dir, {
+    runs.write_options(search_dir, {
         "name": name, "space": options.space, "trials": trials, "epochs": table.epochs,
-        "storage": store.mask(storage_url), "tracking_uri": store.mask(tracking_uri),
+        "storage": mask_url(storage_url), "tracking_uri": mask_url(tracking_uri),
         "objectives": dict(table.objectives), "concurrency": workers,
     })
     return PreparedSearch(options=options, space=real_space, name=name, root=Path(root), search_dir=search_dir,
@@ -304,7 +307,7 @@ def check_stores(study: Any, tracking_uri: str, name: str, simulation: Simulatio
 
     from mlflow import MlflowClient
 
-    from nas.search.records import records_from_study
+    from nas.results.records import records_from_study
 
     problems: list[str] = []
     simulated = {t.number: t for t in simulation.trials}

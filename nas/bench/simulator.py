@@ -176,7 +176,7 @@ class _Running:
 
 def true_front_hypervolume(space: TableSpace) -> float:
     """Normalised hypervolume of the front of every fully trained entry of the table."""
-    from nas.search.pareto import HypervolumeTracker, normalised_hypervolume
+    from nas.results.pareto import HypervolumeTracker, normalised_hypervolume
 
     table = space.table
     names = list(table.objectives)
@@ -200,8 +200,8 @@ def simulate(space: TableSpace, settings: SimulationSettings, *, true_hypervolum
     from ray.tune.schedulers import TrialScheduler
     from ray.tune.search import Searcher
 
+    from nas.results.pareto import HypervolumeTracker, normalised_hypervolume
     from nas.search.moasha import make_scheduler
-    from nas.search.pareto import HypervolumeTracker, normalised_hypervolume
     from nas.search.proxy_rung import ProxyRung
     from nas.search.searcher import OptunaMultiObjectiveSearcher, make_sampler
 
@@ -333,8 +333,9 @@ def cost_column(table: Any, cost: str = "auto") -> str:
 
 
 def _state(study: Any, number: int) -> str:
-    return study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
-        study._study_id, number)).state.name
+    from nas.search.store import frozen_trial
+
+    return frozen_trial(study, number).state.name
 
 
 def _epoch_cost(entry: TableEntry, epoch: int, column: str) -> float:

@@ -32,7 +32,7 @@ def table_statistics(table: LearningCurveTable) -> TableStatistics:
 
     from nas.bench.simulator import cost_column, true_front_hypervolume
     from nas.bench.table_space import TableSpace
-    from nas.search.pareto import pareto_mask
+    from nas.results.pareto import pareto_mask
 
     trained = table.trained
     finals = [e.rows[-1]["val_acc"] for e in trained]

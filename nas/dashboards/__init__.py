@@ -24,10 +24,10 @@ if TYPE_CHECKING:  # pragma: no cover
         trial_rows,
         write_front_artifacts,
     )
-    from nas.search.records import completion_order
+    from nas.results.records import completion_order
 
 _HOMES = {
-    "completion_order": "nas.search.records",
+    "completion_order": "nas.results.records",
     "hypervolume_figure": "nas.dashboards.views",
     "layer_energy_figure": "nas.dashboards.views",
     "load_layer_reports": "nas.dashboards.report",

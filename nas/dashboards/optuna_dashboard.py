@@ -56,8 +56,8 @@ class OptunaDashboard(ServerHandle):
 
 def dashboard_for(root: str | Path, name: str, *, port: int = 8080, storage: str | None = None) -> OptunaDashboard:
     """The dashboard of a search of a run folder (its recorded storage, or ``storage``); checks it exists first."""
-    from nas.search.store import open_search
+    from nas.search.runs import open_search
+    from nas.search.store import study_id
 
     handle = open_search(root, name, storage=storage)
-    study_id = handle.study._storage.get_study_id_from_name(name)
-    return OptunaDashboard(handle.storage_url, port=port, study_id=study_id)
+    return OptunaDashboard(handle.storage_url, port=port, study_id=study_id(handle.study))

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from nas.search.records import TrialRecord
+from nas.results.records import TrialRecord
 
 _HEADER = struct.Struct(">Q")
 

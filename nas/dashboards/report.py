@@ -21,8 +21,9 @@ from nas.dashboards.views import (
     pareto_figure,
     trial_rows,
 )
-from nas.search.pareto import default_reference, hypervolume, normalised_hypervolume
-from nas.search.records import TrialRecord, count_trials
+from nas.results.layout import trial_energy_path
+from nas.results.pareto import default_reference, hypervolume, normalised_hypervolume
+from nas.results.records import TrialRecord, count_trials
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem 2rem; color: #222; }
@@ -63,7 +64,7 @@ def load_layer_reports(
     by_number = {r.number: r for r in records}
     out: dict[int, list[dict[str, Any]]] = {}
     for n in numbers:
-        path = Path(search_dir) / "trials" / str(n) / "energy.json"
+        path = trial_energy_path(search_dir, n)
         rows = None
         if path.is_file():
             try:
@@ -129,7 +130,7 @@ def write_report(
     front's members (``layer_reports``: trial number -> the energy meter's per-layer rows), and the
     table of every trial. plotly's JavaScript is inlined once, so the file opens offline.
     ``reference`` is the study's fixed hypervolume reference; None derives one from the complete
-    trials with ``nas.search.pareto.default_reference``.
+    trials with ``nas.results.pareto.default_reference``.
     """
     names = list(objectives)
     rows = trial_rows(records, objectives)

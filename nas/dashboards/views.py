@@ -6,7 +6,7 @@ Conventions shared by every view:
   ``reference`` maps the same names to the fixed hypervolume reference point.
 - Only COMPLETE trials have objective values; PRUNED trials show their last epoch's values
   (``user_attrs["last_values"]``) where a view draws them at all, always marked as pruned.
-- The front and the ranks come from ``nas.search.pareto`` (complete and feasible trials only).
+- The front and the ranks come from ``nas.results.pareto`` (complete and feasible trials only).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from nas.search.pareto import hypervolume_history, knee_index, normalised_hypervolume, ranks_of
-from nas.search.records import COMPLETE, DUPLICATE, PRUNED, TrialRecord, completion_order, outcome_of
+from nas.results.pareto import hypervolume_history, knee_index, normalised_hypervolume, ranks_of
+from nas.results.records import COMPLETE, DUPLICATE, PRUNED, TrialRecord, completion_order, outcome_of
 
 _SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon", "pentagon"]
 _MPL_MARKERS = ["o", "s", "D", "^", "P", "X", "*", "h", "p"]
@@ -76,7 +76,7 @@ def trial_rows(
 ) -> list[dict[str, Any]]:
     """One dict per trial (ordered by number) with what every view shows; duplicates (never trained) left out.
 
-    Keys: ``number``, ``state``, ``outcome`` (``nas.search.records.outcome_of``), ``values`` ({objective:
+    Keys: ``number``, ``state``, ``outcome`` (``nas.results.records.outcome_of``), ``values`` ({objective:
     value}: final values of complete trials, last-epoch values of pruned ones, empty otherwise), ``rank``
     (non-dominated rank or None), ``pareto`` (bool), ``feasible``, ``family``, ``time_steps``, ``params``,
     ``fail_reason``, ``proxy_score``
@@ -249,7 +249,7 @@ def pareto_figure(
 
 
 def knee_row(front: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]) -> Mapping[str, Any] | None:
-    """The front's knee among rows of ``trial_rows`` (``nas.search.pareto.knee_index``), or None for no front."""
+    """The front's knee among rows of ``trial_rows`` (``nas.results.pareto.knee_index``), or None for no front."""
     names = list(objectives)
     front = [r for r in front if all(n in r["values"] for n in names)]
     if not front:

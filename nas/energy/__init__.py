@@ -10,6 +10,7 @@ from __future__ import annotations
 from nas.energy._bound import saturated_report
 from nas.energy._calibrate import calibrate_norms
 from nas.energy._meter import COUNTING_CONVENTION, EnergyMeter, EnergyReport, LayerRow, counting_policy, measure
+from nas.energy._model import input_size, load_checkpoint, measure_on_random
 from nas.energy._profiles import PROFILES, Profile, get_profile, load_profile_file, profile_from_dict
 from nas.energy._render import render_table
 
@@ -23,8 +24,11 @@ __all__ = [
     "calibrate_norms",
     "counting_policy",
     "get_profile",
+    "input_size",
+    "load_checkpoint",
     "load_profile_file",
     "measure",
+    "measure_on_random",
     "profile_from_dict",
     "render_table",
     "saturated_report",

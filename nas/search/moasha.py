@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from nas.results.pareto import crowding_distance, epsilon_net_order, non_dominated_ranks
 from nas.search.choices import DEFAULT_PRIORITY, PRIORITIES, SCHEDULERS
-from nas.search.pareto import crowding_distance, epsilon_net_order, non_dominated_ranks
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial

@@ -1,7 +1,7 @@
 """The live view of a running search: one panel instead of a wall of Ray logs.
 
 On a terminal: a progress bar with the time left, the trials running now (epoch and latest metrics),
-the counts (``nas.search.records.count_trials`` vocabulary), the best values and the normalised
+the counts (``nas.results.records.count_trials`` vocabulary), the best values and the normalised
 hypervolume. Elsewhere (CI, pipes, log files): one line per event (a trial starts, reports an epoch,
 ends). Either way the run folder and the commands to browse it are printed first.
 """
@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from nas.search.records import COMPLETE, INTERRUPTED, TrialRecord, outcome_of
+from nas.results.records import COMPLETE, INTERRUPTED, TrialRecord, outcome_of
 
 
 class LiveView:
@@ -105,7 +105,7 @@ class LiveView:
     def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], history: list[float],
                      force: bool = False) -> None:
         """Recompute the headline numbers from the study; the hypervolume shown is normalised (0..1)."""
-        from nas.search.pareto import front_of, normalised_hypervolume
+        from nas.results.pareto import front_of, normalised_hypervolume
 
         if history:
             self.hypervolume = normalised_hypervolume(history[-1], self.objectives, reference)

@@ -72,7 +72,7 @@ class ProxyRung:
         if self.rule == "top":
             best = min(range(len(outcomes)), key=lambda i: (-outcomes[i].score, outcomes[i].energy_uj, i))
             return [best]
-        from nas.search.pareto import pareto_mask
+        from nas.results.pareto import pareto_mask
 
         points = np.array([[o.score, o.energy_uj] for o in outcomes], dtype=float)
         # The Pareto routines compare finite numbers: an undefined score ranks below every defined one.

@@ -96,7 +96,7 @@ class _Saturation:
 
         key = tuple(sorted(params.items()))
         if key not in self.seen:
-            model = self.space.build(self.space.config_for(dict(params), self.info), self.info)
+            model = self.space.build_model(dict(params), self.info)
             with torch.no_grad():
                 report = saturated_report(model, self.images, self.space.recipe.energy_profile)
             self.seen[key] = {"energy_uj": report.energy_uj, "sops": report.sops, "macs": report.macs,

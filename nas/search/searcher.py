@@ -16,7 +16,7 @@ tried); when ``max_sample_failures`` samples in a row fail, the search ends (``s
 
 Every per-epoch result is appended to ``user_attrs["history"]``; constraints computed from the final
 metrics are stored with ``trial.set_constraint`` (feasible when <= 0). The layout follows
-``nas.search.records``.
+``nas.results.records``.
 
 Duplicates teach the sampler and cost nothing: a proposal whose architecture was already trained is
 told the known outcome (as Optuna's FAQ suggests: the same values for a COMPLETE one, PRUNED with the
@@ -42,10 +42,11 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, DONE, TIME_TOTAL_S
 from ray.tune.search import Searcher
 
+from nas.errors import last_line
+from nas.search import store
 from nas.search.choices import SAMPLERS
 from nas.search.proxy_rung import ProxyRung
 
@@ -79,19 +80,8 @@ def _params_key(params: Mapping[str, Any]) -> Hashable:
 
 
 def _trial_by_number(study: optuna.Study, number: int) -> optuna.Trial:
-    """A live ``optuna.Trial`` handle for a trial known only by number (after a restore).
-
-    Optuna has no public lookup from number to a writable trial; ``study.tell`` does the same lookup
-    internally through the storage.
-    """
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    return optuna.trial.Trial(study, trial_id)
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    line = lines[-1] if lines else "error"
-    return line[:limit]
+    """A live ``optuna.Trial`` handle for a trial known only by number (after a restore)."""
+    return store.live_trial(study, number)
 
 
 def _scalar_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -409,7 +399,7 @@ class OptunaMultiObjectiveSearcher(Searcher):
             self._sample(trial)
         except Exception as exc:  # a user function: that trial fails, not the search
             where = _user_frame(exc)
-            error = f"{type(exc).__name__}: {_one_line(str(exc))}"
+            error = f"{type(exc).__name__}: {last_line(str(exc))}"
             self._tell_fail(trial, f"sample: {error}" + (f" ({where})" if where else ""))
             raise _SampleFailed(f"{where}: {error}" if where else error) from exc
         return trial
@@ -425,12 +415,12 @@ class OptunaMultiObjectiveSearcher(Searcher):
         """Give the one-line reason of a trial that raised (Ray passes the searcher only ``error=True``).
 
         Called before or after ``on_trial_complete(error=True)``: in the second case the FAIL that was
-        held back for it is told now. :class:`FailureReasonCallback` calls it from Ray's
-        ``on_trial_error``, which Ray runs right after the searcher's ``on_trial_complete``.
+        held back for it is told now. The controller's Ray callback calls it from Ray's
+        ``on_trial_error`` (``nas.search.events``), which Ray runs right after the searcher's ``on_trial_complete``.
         """
         if trial_id not in self._numbers or trial_id in self._done:
             return
-        self._reasons[trial_id] = _one_line(reason)
+        self._reasons[trial_id] = last_line(reason)
         if trial_id in self._pending_errors:
             self._pending_errors.discard(trial_id)
             self._finish_fail(trial_id, self._reasons.pop(trial_id))
@@ -470,7 +460,7 @@ class OptunaMultiObjectiveSearcher(Searcher):
         values = [float(result[n]) for n in self._names]
         if result.get("diverged") or not all(math.isfinite(v) for v in values):
             detail = result.get("fail_reason")
-            self._finish_fail(trial_id, f"diverged: {_one_line(detail)}" if detail else "diverged")
+            self._finish_fail(trial_id, f"diverged: {last_line(detail)}" if detail else "diverged")
             return
         trial = self._trial(trial_id)
         t = result.get(self._time_attr)
@@ -482,7 +472,7 @@ class OptunaMultiObjectiveSearcher(Searcher):
                         if not math.isfinite(float(value)):
                             raise ValueError(f"constraint {key!r} is {value}")
                 except Exception as exc:  # a user function: record and keep the search going
-                    self._finish_fail(trial_id, f"constraints: {type(exc).__name__}: {_one_line(str(exc))}")
+                    self._finish_fail(trial_id, f"constraints: {type(exc).__name__}: {last_line(str(exc))}")
                     return
                 for key in sorted(cons):
                     trial.set_constraint(key, float(cons[key]))
@@ -599,7 +589,7 @@ class OptunaMultiObjectiveSearcher(Searcher):
 
     def _append_history(self, trial_id: str, result: Mapping[str, Any]) -> None:
         if trial_id not in self._histories:
-            frozen = self._study._storage.get_trial(self._trial(trial_id)._trial_id)
+            frozen = store.frozen_of(self._trial(trial_id))
             self._histories[trial_id] = list(frozen.user_attrs.get("history", []))
         history = self._histories[trial_id]
         row = _scalar_metrics(result)
@@ -688,34 +678,6 @@ def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
     if trial.state == TrialState.WAITING or DUPLICATE_OF in trial.user_attrs or PROXY_DROPPED in trial.user_attrs:
         return False
     return not (trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") in (_INTERRUPTED, _DUPLICATE))
-
-
-class FailureReasonCallback(Callback):
-    """Ray Tune callback that hands a failed trial's error line to the searcher.
-
-    Ray runs ``Callback.on_trial_error`` right after ``Searcher.on_trial_complete(error=True)``, so the
-    searcher holds that FAIL back until this callback names the reason (the last line of Ray's error
-    text, e.g. ``RuntimeError: out of memory``). ``on_experiment_end`` flushes anything left.
-    """
-
-    def __init__(self, searcher: OptunaMultiObjectiveSearcher) -> None:
-        self._searcher = searcher
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """Read the error text Ray wrote for the trial and record its last line."""
-        reason = "error"
-        path = getattr(trial, "error_file", None)
-        if path:
-            try:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    reason = _one_line(f.read())
-            except OSError:
-                pass
-        self._searcher.record_failure_reason(trial.trial_id, reason)
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Tell FAIL for any error still waiting for a reason."""
-        self._searcher.flush()
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:

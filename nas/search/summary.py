@@ -6,16 +6,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nas.search.records import COMPLETE, TrialCounts, TrialRecord, count_trials
+from nas.results.records import COMPLETE, TrialCounts, TrialRecord, count_trials
 
 FRONT_COLUMNS = ("trial", "family", "val_acc", "energy_uj", "sops", "time_steps", "params")
 
 
 def knee_of(front: list[TrialRecord], objectives: dict[str, str]) -> TrialRecord | None:
-    """The knee of a front (``nas.search.pareto.knee_index``), or None for an empty front."""
+    """The knee of a front (``nas.results.pareto.knee_index``), or None for an empty front."""
     import numpy as np
 
-    from nas.search.pareto import knee_index
+    from nas.results.pareto import knee_index
 
     if not front:
         return None
@@ -25,7 +25,7 @@ def knee_of(front: list[TrialRecord], objectives: dict[str, str]) -> TrialRecord
 
 def front_rows(records: list[TrialRecord], objectives: dict[str, str]) -> list[dict[str, Any]]:
     """One row per front member, sorted by the first objective (best first); ``knee`` is True for the knee."""
-    from nas.search.pareto import front_of
+    from nas.results.pareto import front_of
 
     front = front_of(records, objectives)
     first, mode = next(iter(objectives.items()))
@@ -86,7 +86,7 @@ def search_summary(records: list[TrialRecord], objectives: dict[str, str], state
     a reader compares them with the study's to know whether the summary is current. ``counts`` are
     the trials by outcome (``count_trials``).
     """
-    from nas.search.pareto import front_of
+    from nas.results.pareto import front_of
 
     complete = [r for r in records if r.state == COMPLETE and r.values]
     accs = [r.values.get("val_acc") for r in complete if r.values.get("val_acc") is not None]

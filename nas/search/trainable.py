@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CHECKPOINT_FILE = "trainer.pt"
-ARCH_FILE = "arch.json"
-ENERGY_FILE = "energy.json"
+from nas.results.layout import ARCH_FILE, CHECKPOINT_FILE, ENERGY_FILE
+
 
 @dataclass(frozen=True)
 class TrialSetup:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.snn._registry import build_variant, register_model
 from nas.snn.layers import (
     MaxPool2d,
     Seq,
@@ -235,3 +236,23 @@ class MixerSNN(nn.Module):
         x = self.stages(h)
         feats = self.norm(x).mean((3, 4))
         return self.head(feats).mean(0)
+
+
+# ---------------------------------------------------------------- published variants
+# Mixer-SNN (Li et al., TNNLS 2024): patch 4, depths [2, 8, 14, 2], channel ratio 3, T 4.
+@register_model
+def mixer_spe_t(**overrides: Any) -> nn.Module:
+    """MLP-SPE-T: dim 78 with spiking patch encoding (25.2 M)."""
+    return build_variant(MixerSNN, MixerSNNConfig(dim=78, spe=True), overrides)
+
+
+@register_model
+def mixer_spe_s(**overrides: Any) -> nn.Module:
+    """MLP-SPE-S: dim 96 with spiking patch encoding (the repo's ``big`` config; 38.0 M)."""
+    return build_variant(MixerSNN, MixerSNNConfig(dim=96, spe=True), overrides)
+
+
+@register_model
+def mixer_s(**overrides: Any) -> nn.Module:
+    """MLP-S: dim 96 without SPE (2x2 stride-2 conv + BN downsampling; 34.5 M)."""
+    return build_variant(MixerSNN, MixerSNNConfig(dim=96, spe=False), overrides)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.snn._registry import build_variant, register_model
 from nas.snn.fastpath import cpu_fast_paths_enabled
 from nas.snn.layers import (
     DropPath,
@@ -267,3 +268,23 @@ class SNNMLP(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stages(self.stem(x))
         return self.head(self.norm(x).mean((2, 3)))
+
+
+# ---------------------------------------------------------------- published variants
+# SNN-MLP (Li et al., CVPR 2022): patch 4, group length 4, V_th init 0.1 as in the training script.
+@register_model
+def snnmlp_t(**overrides: Any) -> nn.Module:
+    """SNN-MLP-T: C 96, depths [2, 2, 6, 2] (28.3 M params at 224, 1000 classes)."""
+    return build_variant(SNNMLP, SNNMLPConfig(width=96, depths=(2, 2, 6, 2), drop_path_rate=0.2), overrides)
+
+
+@register_model
+def snnmlp_s(**overrides: Any) -> nn.Module:
+    """SNN-MLP-S: C 96, depths [2, 2, 18, 2] (49.7 M)."""
+    return build_variant(SNNMLP, SNNMLPConfig(width=96, depths=(2, 2, 18, 2), drop_path_rate=0.3), overrides)
+
+
+@register_model
+def snnmlp_b(**overrides: Any) -> nn.Module:
+    """SNN-MLP-B: C 128, depths [2, 2, 18, 2] (87.9 M)."""
+    return build_variant(SNNMLP, SNNMLPConfig(width=128, depths=(2, 2, 18, 2), drop_path_rate=0.5), overrides)

@@ -41,10 +41,6 @@ WAITING = "WAITING"
 DUPLICATE = "DUPLICATE"
 DROPPED = "DROPPED"
 
-# The metrics a trial reports each epoch (besides ``epoch``), under the names every room uses.
-METRICS = ("val_acc", "energy_uj", "sops", "macs", "firing_rate", "params", "time_steps", "train_loss",
-           "epoch_seconds", "lr")
-
 # The fail reason of a trial cut off by a stop (Ctrl-C, SIGTERM, the time budget, a killed controller);
 # its architecture runs again, as a new trial, on resume.
 INTERRUPTED = "interrupted"

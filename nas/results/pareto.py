@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from nas.search.records import TrialRecord
+    from nas.results.records import TrialRecord
 
 _DIRECTIONS = ("max", "min")
 # The best value each reported metric can take: the corner of the box, opposite the reference point,
@@ -385,7 +385,7 @@ class HypervolumeHistory:
 
     def update(self, records: Sequence[TrialRecord], reference: Mapping[str, float]) -> list[float]:
         """Bring the history up to date with ``records`` (every trial of the study); returns the values."""
-        from nas.search.records import completion_order
+        from nas.results.records import completion_order
 
         names = list(self.objectives)
         ref = [float(reference[n]) for n in names]
@@ -491,7 +491,7 @@ def default_reference(
 
 
 def _complete_feasible(records: Sequence[TrialRecord], objectives: Mapping[str, str]) -> tuple[list, np.ndarray]:
-    from nas.search.records import COMPLETE
+    from nas.results.records import COMPLETE
 
     names = list(objectives)
     kept = [

@@ -1,35 +1,7 @@
-"""Everything MLflow: one experiment and one parent run per search, one child run per trial.
-
-The controller owns one ``MlflowTracker`` and calls it from its own process only, so a SQLite
-tracking store never sees concurrent writers (Ray workers never talk to MLflow). Layout:
-
-- experiment = the search name (tag ``nas.search``); parent run named after the search with tags
-  ``nas.search=<name>``, ``nas.role=search``; search options as params (passwords masked);
-  the space file as an artifact.
-- child run ``trial-<n>`` per Optuna trial number: tags ``mlflow.parentRunId``, ``nas.role=trial``,
-  ``nas.trial_number``, ``nas.state`` (running / complete / pruned / failed / interrupted, ``nas.fail_reason``),
-  ``pareto`` (true / false) and ``pareto_rank`` on complete trials; run status FINISHED for complete and
-  pruned trials, FAILED for failed ones, KILLED for interrupted ones; the architecture params as
-  params, the trial's attributes (family, space file and hash, energy profile, counting policy,
-  ...) as ``nas.<key>`` params and tags; per-epoch metrics under the project's metric names.
-- parent metrics stepped by the number of complete trials: ``hypervolume`` (normalised to the
-  reference box, 0..1), ``hypervolume_raw``, ``front_size``, ``best_val_acc``, ``min_energy_uj``,
-  ``trials_complete`` / ``_pruned`` / ``_failed`` / ``_interrupted`` / ``_duplicate`` / ``_dropped`` (``count_trials``,
-  the numbers ``nas status`` and ``nas report`` show); the reference point as ``nas.reference.<objective>``
-  tags on the parent run; artifacts
-  ``pareto.png`` and ``pareto.csv`` refreshed at most every ``refresh_seconds``, the interactive
-  ``pareto.html`` and ``hypervolume.html`` (plotly inlined) when the front is published with ``force``
-  and at the end; drawn in a helper process (``nas.dashboards.renderer``).
-
-Only ``mlflow.MlflowClient`` is used (no fluent active-run state), so two searches in one process
-never see each other's runs.
-"""
+"""The MLflow bookkeeping of one search (``MlflowTracker``); the layout is described in ``nas.tracking``."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hashlib
 import json
 import math
 import os
@@ -37,47 +9,39 @@ import re
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas._serve import LocalServer, ServerHandle, check_port_free
-from nas._urls import mask_urls_in
 from nas.dashboards.renderer import FrontRenderer
 from nas.errors import NasError
-from nas.search.records import COMPLETE, FAIL, INTERRUPTED, METRICS, PRUNED, TrialRecord, count_trials
+from nas.results.layout import ARTIFACTS_DIR
+from nas.results.metrics import METRICS
+from nas.results.records import COMPLETE, FAIL, INTERRUPTED, PRUNED, TrialRecord, count_trials
+from nas.tracking._common import file_sha256, log_pytorch_model, mask_secrets, masked_first_line, sqlite_path
+from nas.tracking._probe import probe_http
+from nas.tracking._views import CHART_VIEW, FRONT_VIEW, SHARED_VIEW_TAG, runs_views, view_link
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
     import torch
     from mlflow import MlflowClient
 
-# How long a tracking server may take to answer the reachability probe, and MLflow's own HTTP
-# retries during a search (its default, 7 retries with backoff 2, stalls the controller for minutes).
-PROBE_TIMEOUT_S = 5.0
+# MLflow's own HTTP retries during a search (its default, 7 retries with backoff 2, stalls the controller for
+# minutes).
 HTTP_MAX_RETRIES = "3"
 HTTP_TIMEOUT_S = "30"
 
 # Tells the MLflow 3 UI the experiment is model training, so it opens on the runs table, not on GenAI traces.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-FRONT_FILTER = "tags.pareto = 'true'"  # the MLflow search filter of a search's front members
-COMPLETE_FILTER = "tags.`nas.state` = 'complete'"
-# Saved views of the runs table (shared views of MLflow's UI), linked from the experiment's description.
-FRONT_VIEW = "nas-front"
-CHART_VIEW = "nas-chart"
-SHARED_VIEW_TAG = "mlflow.sharedViewState."
 
 _PARAM_VALUE_MAX = 6000  # MLflow 3 limit on a param value
 _TAG_VALUE_MAX = 8000
 _BATCH_PARAMS = 100  # log_batch accepts at most 100 params per call
 REFRESH_SHARE = 9  # a front refresh waits at least this many times as long as the last one took
 
-# How each outcome (nas.search.records.OUTCOMES) shows in MLflow: the tag nas.state and the run status.
+# How each outcome (nas.results.records.OUTCOMES) shows in MLflow: the tag nas.state and the run status.
 # A pruned trial ended as planned (the scheduler stopped it early), so it is FINISHED, not a red cross;
 # only failures are FAILED, and interrupted trials (they run again on resume) KILLED.
 _STATES = {
@@ -87,21 +51,6 @@ _STATES = {
     "fail": ("failed", "FAILED"),
 }
 
-
-def mask_secrets(text: str) -> str:
-    """``text`` with the password of any URL in it replaced by ``***`` (see ``nas._urls``)."""
-    return mask_urls_in(text)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (identifies the exact space file a trial was sampled from)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///"))
-    return None
 
 
 def _as_text(value: Any, limit: int) -> str:
@@ -117,6 +66,7 @@ def _as_text(value: Any, limit: int) -> str:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
 
 
 class MlflowTracker:
@@ -150,10 +100,10 @@ class MlflowTracker:
         self.search_name = search_name
         self.objectives = dict(objectives)
         self.refresh_seconds = float(refresh_seconds)
-        db = _sqlite_path(tracking_uri)
+        db = sqlite_path(tracking_uri)
         if artifact_location is None and db is not None:
             safe = re.sub(r"[^A-Za-z0-9._-]", "_", search_name)
-            artifact_location = (db.parent / "mlartifacts" / safe).resolve().as_uri()
+            artifact_location = (db.parent / ARTIFACTS_DIR / safe).resolve().as_uri()
         self.artifact_location = artifact_location
         if self._is_http:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_MAX_RETRIES)
@@ -202,10 +152,10 @@ class MlflowTracker:
             from mlflow import MlflowClient
 
             self._client_obj = MlflowClient(tracking_uri=self.tracking_uri)
-            if _sqlite_path(self.tracking_uri) is not None:
+            if sqlite_path(self.tracking_uri) is not None:
                 # Every epoch of every trial is a commit; with SQLite's default journal each commit
                 # waits for its fsyncs (20-30 ms per write here), the same trade-off as the study's.
-                from nas.search.store import write_ahead_log
+                from nas._sqlite import write_ahead_log
 
                 write_ahead_log(self._client_obj._tracking_client.store.engine)
         return self._client_obj
@@ -215,44 +165,15 @@ class MlflowTracker:
         """Raise ``NasError`` (one line) when the tracking store cannot be used; bounded to a few seconds."""
         where = mask_secrets(self.tracking_uri)
         if self._is_http:
-            self._probe_http()
+            probe_http(self.tracking_uri, self.search_name)
             return
-        db = _sqlite_path(self.tracking_uri)
+        db = sqlite_path(self.tracking_uri)
         if db is not None and not db.parent.is_dir():
             raise NasError(f"--tracking-uri {where}: folder {db.parent} does not exist")
         try:
             self._client.search_experiments(max_results=1)
         except Exception as error:  # store back ends raise unrelated exception types
-            raise NasError(f"--tracking-uri {where} cannot be opened: {_first_line(error)}") from None
-
-    def _probe_http(self) -> None:
-        where = mask_secrets(self.tracking_uri)
-        query = urllib.parse.urlencode({"experiment_name": self.search_name})
-        try:
-            base, headers = _split_credentials(self.tracking_uri)
-        except ValueError as error:  # e.g. a port out of range
-            raise NasError(f"--tracking-uri {where} is malformed ({error})") from None
-        url = base.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?" + query
-        request = urllib.request.Request(url, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:
-                response.read(1)
-        except urllib.error.HTTPError as error:
-            if error.code in (401, 403):
-                raise NasError(
-                    f"MLflow tracking server {where} refused access (HTTP {error.code}); "
-                    "set MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD"
-                ) from None
-            if error.code == 404 and b"RESOURCE_DOES_NOT_EXIST" in error.read():
-                return  # the server answered: the experiment does not exist yet
-            raise NasError(
-                f"{where} does not look like an MLflow tracking server (HTTP {error.code} on the REST API)"
-            ) from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise NasError(
-                f"MLflow tracking server {where} does not answer ({reason}); start it or fix --tracking-uri"
-            ) from None
+            raise NasError(f"--tracking-uri {where} cannot be opened: {masked_first_line(error)}") from None
 
     # ------------------------------------------------------------ search
     def start_search(self, *, space_file: Path, search_params: dict[str, Any], resume: bool = False) -> str:
@@ -461,7 +382,7 @@ class MlflowTracker:
         """
         from mlflow.entities import Metric, RunTag
 
-        from nas.search.pareto import normalised_hypervolume, ranks_of
+        from nas.results.pareto import normalised_hypervolume, ranks_of
 
         names = list(self.objectives)
         missing = [n for n in names if n not in reference]
@@ -564,7 +485,7 @@ class MlflowTracker:
         with self._lock:
             run_id = self._require_child(number)
             with _use_tracking_uri(self.tracking_uri):
-                model_uri = _log_pytorch_model(self._client, run_id, model, input_example, name="model")
+                model_uri = log_pytorch_model(self._client, run_id, model, input_example, name="model")
             self._client.set_tag(run_id, "nas.model_uri", model_uri)
 
     # ------------------------------------------------------------ helpers
@@ -651,6 +572,7 @@ class MlflowTracker:
             self._client.log_batch(run_id, metrics=items)
 
 
+
 def _metric_items(metrics: Mapping[str, Any], step: int) -> list[Any]:
     """MLflow metrics of the numeric entries named in ``METRICS`` (Ray's own result keys such as ``pid`` or
     ``timestamp`` are left out; ``epoch`` is the step, not a metric)."""
@@ -665,316 +587,3 @@ def _metric_of(record: TrialRecord, name: str) -> float | None:
         return float(record.values[name])
     value = record.last_metrics.get(name)
     return float(value) if _is_number(value) else None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return mask_secrets(text.splitlines()[0] if text else type(error).__name__)
-
-
-def _split_credentials(uri: str) -> tuple[str, dict[str, str]]:
-    """``(uri without user:password@, auth headers)``: MLflow's client (requests) sends URL credentials as
-    HTTP basic auth, while urllib would take them for part of the host name."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.username is None:
-        return uri, _auth_headers()
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-    user = urllib.parse.unquote(parts.username)
-    password = urllib.parse.unquote(parts.password or "")
-    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {basic}"}
-
-
-def _auth_headers() -> dict[str, str]:
-    """The credentials MLflow's client would send, read from the same environment variables."""
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    if token:
-        return {"Authorization": f"Bearer {token}"}
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    if user and password:
-        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-        return {"Authorization": f"Basic {basic}"}
-    return {}
-
-
-def _log_pytorch_model(client: MlflowClient, run_id: str, model: Any, input_example: Any, *, name: str) -> str:
-    """Log a torch module as an MLflow model of a run; returns its model URI.
-
-    The logged model is created in the run's own experiment first: left to itself, ``log_model`` files it
-    under MLflow's Default experiment, whose artifacts go to ``./mlruns`` of whatever the working directory
-    is, outside the run folder.
-    """
-    import mlflow.pytorch
-
-    experiment_id = client.get_run(run_id).info.experiment_id
-    logged = client.create_logged_model(experiment_id=experiment_id, name=name, source_run_id=run_id)
-    info = mlflow.pytorch.log_model(model, name=name, input_example=input_example, pip_requirements=_pip_requirements(),
-                                    serialization_format="pickle", run_id=run_id, model_id=logged.model_id)
-    return info.model_uri
-
-
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for package in ("torch", "spikingjelly", "numpy"):
-        try:
-            out.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-
-def view_link(experiment_id: str, view: str) -> str:
-    """Address, relative to the MLflow UI, of one of a search's saved views (``FRONT_VIEW`` or ``CHART_VIEW``).
-
-    ``workflowType=machine_learning`` switches MLflow 3's UI from GenAI to model training, where an
-    experiment opens on its runs; ``compareRunsMode=CHART`` opens the chart view.
-    """
-    query = {"viewStateShareKey": view, "workflowType": "machine_learning"}
-    if view == CHART_VIEW:
-        query["compareRunsMode"] = "CHART"
-    return f"#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
-
-
-def runs_views(objectives: Mapping[str, str], param_names: list[str]) -> dict[str, dict[str, Any]]:
-    """The saved views of a search's runs table, as MLflow's UI stores a shared view (experiment tag
-    ``mlflow.sharedViewState.<key>``, JSON of its search facets and UI state).
-
-    ``FRONT_VIEW``: the front's members (``tags.pareto = 'true'``), best first objective first, with the
-    objectives and the architecture params as columns. ``CHART_VIEW``: every complete trial in the chart
-    view, one scatter chart of the first objective against the second (val_acc against energy_uj).
-    """
-    names = list(objectives)
-    first, direction = names[0], objectives[names[0]]
-    columns = [f"metrics.`{n}`" for n in names] + [f"params.`{p}`" for p in param_names]
-    sort = {"orderByKey": f"metrics.`{first}`", "orderByAsc": direction == "min"}
-    views: dict[str, dict[str, Any]] = {FRONT_VIEW: {"searchFilter": FRONT_FILTER, **sort, "selectedColumns": columns}}
-    if len(names) >= 2:
-        section = "nas-front"
-        chart = {"uuid": "nas-objectives", "type": "SCATTER", "xaxis": {"key": names[1], "type": "METRIC"},
-                 "yaxis": {"key": first, "type": "METRIC"}, "runsCountToCompare": 1000, "metricSectionId": section,
-                 "deleted": False, "isGenerated": False}
-        views[CHART_VIEW] = {
-            "searchFilter": COMPLETE_FILTER, **sort, "selectedColumns": columns, "compareRunCharts": [chart],
-            # one chart, as wide as the section (MLflow's default is 3 columns of 360 px high cards)
-            "compareRunSections": [{"uuid": section, "name": f"{first} against {names[1]}", "display": True,
-                                    "isReordered": False, "deleted": False, "isGenerated": False,
-                                    "columns": 1, "cardHeight": 480}],
-        }
-    return views
-
-
-# ---------------------------------------------------------------- a run folder that was copied or moved
-# MLflow records absolute artifact locations in its store; these columns hold them.
-_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                     ("logged_models", "artifact_location"), ("model_versions", "source"),
-                     ("model_versions", "storage_location"))
-
-
-def adopt_run_folder(root: str | Path) -> int:
-    """Point the MLflow store of a run folder at the run folder's own artifacts, wherever the folder is now.
-
-    A copied or moved folder's ``mlflow.db`` still names the artifacts of the folder it came from, so
-    MLflow would read and write those. Every location under another folder's ``mlartifacts/`` is
-    rewritten to this folder's; returns how many rows changed. Nothing is written when every location is
-    in place already, nor for a folder without its own store.
-    """
-    import sqlite3
-
-    db = Path(root) / "mlflow.db"
-    if not db.is_file():
-        return 0
-    here = (Path(root).resolve() / "mlartifacts").as_uri() + "/"
-    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "experiments" not in tables:
-            return 0
-        elsewhere = set()
-        for (location,) in connection.execute("SELECT artifact_location FROM experiments"):
-            head, found, _ = str(location or "").rpartition("/mlartifacts/")
-            if found and location.startswith("file://") and head + found != here:
-                elsewhere.add(head + found)
-        changed = 0
-        for old in sorted(elsewhere):
-            for table, column in _LOCATION_COLUMNS:
-                if table not in tables:
-                    continue
-                cursor = connection.execute(
-                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
-                    (here, len(old) + 1, len(old), old))
-                changed += cursor.rowcount
-    if changed:
-        # MLflow keeps each run's artifact repository in a process-wide cache: in a process that used the
-        # original folder's runs before, they would still write there.
-        from mlflow.tracking._tracking_service import utils
-
-        utils._artifact_repos_cache.clear()
-    return changed
-
-
-# ---------------------------------------------------------------- the MLflow UI (nas ui)
-UI_START_TIMEOUT_S = 120.0
-
-
-def find_parent_run(tracking_uri: str, search_name: str) -> tuple[str, str] | None:
-    """(experiment id, parent run id) of a search in a tracking store, or None when it has none."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(search_name)
-    if experiment is None:
-        return None
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`nas.role` = 'search'", max_results=10)
-    runs = [r for r in runs if r.data.tags.get("nas.search") == search_name]
-    if not runs:
-        return None
-    return experiment.experiment_id, runs[0].info.run_id
-
-
-def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
-    """Address of a run's page in the MLflow UI."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def saved_views(tracking_uri: str, experiment_id: str) -> list[str]:
-    """Which of a search's saved views (``FRONT_VIEW``, ``CHART_VIEW``) its experiment holds (a search made by
-    an older nas has none)."""
-    from mlflow import MlflowClient
-
-    tags = MlflowClient(tracking_uri=tracking_uri).get_experiment(experiment_id).tags
-    return [view for view in (FRONT_VIEW, CHART_VIEW) if SHARED_VIEW_TAG + view in tags]
-
-
-def experiment_url(base_url: str, experiment_id: str) -> str:
-    """Address of an experiment's runs table in the MLflow UI, in its model-training mode (not GenAI)."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-
-
-class MlflowUi(ServerHandle):
-    """An ``mlflow server`` for a run folder's SQLite store, bound to 127.0.0.1 (``nas ui``).
-
-    ``start()`` returns once the server answers; ``wait()`` blocks until it exits (SIGTERM and Ctrl-C
-    raise ``KeyboardInterrupt`` there); ``stop()`` ends it and every worker it started. Job execution is
-    switched off (it would start extra workers, ~2 GiB) and one worker serves the UI.
-    """
-
-    def __init__(self, root: str | Path, *, port: int = 5000, tracking_uri: str | None = None) -> None:
-        self.root = Path(root)
-        if not 0 < port < 65536:
-            raise ValueError(f"--port must be in 1..65535, got {port}")
-        self.port = port
-        self.tracking_uri = tracking_uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
-        self.url = f"http://127.0.0.1:{port}"
-        self._server: LocalServer | None = None
-
-    def command(self) -> list[str]:
-        """The ``mlflow server`` command line."""
-        import sys
-
-        return [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", self.tracking_uri,
-            "--default-artifact-root", (self.root / "mlartifacts").resolve().as_uri(),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-        ]  # fmt: skip
-
-    def start(self, timeout: float = UI_START_TIMEOUT_S) -> str:
-        """Start the server and wait until it answers; returns its base URL."""
-        db = _sqlite_path(self.tracking_uri)
-        if db is not None and not db.is_file():
-            raise NasError(f"{self.root}: no MLflow store here ({db.name} missing); run a search first or pass --root")
-        if self.tracking_uri == f"sqlite:///{(self.root / 'mlflow.db').resolve()}":
-            adopt_run_folder(self.root)  # a copied or moved run folder shows its own artifacts
-        check_port_free(self.port)
-        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-        self._server = LocalServer("mlflow server", self.command(), health_url=self.url + "/health", env=env)
-        self._server.start(timeout)
-        return self.url
-
-    def __enter__(self) -> MlflowUi:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-# ---------------------------------------------------------------- the model registry (nas export)
-def find_trial_run_id(tracking_uri: str, search_name: str, number: int) -> str | None:
-    """Id of the MLflow child run of trial ``number`` of a search, or None when the store has none."""
-    from mlflow import MlflowClient
-
-    try:
-        client = MlflowClient(tracking_uri=tracking_uri)
-        experiment = client.get_experiment_by_name(search_name)
-        if experiment is None:
-            return None
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`nas.role` = 'trial' and tags.`nas.trial_number` = '{int(number)}'",
-            max_results=10,
-        )
-    except Exception as error:  # store back ends raise unrelated exception types
-        raise NasError(f"MLflow store {mask_secrets(tracking_uri)} cannot be read: {_first_line(error)}") from None
-    runs = [r for r in runs if r.data.tags.get("nas.search", search_name) == search_name]
-    return runs[0].info.run_id if runs else None
-
-
-def trial_model_uri(tracking_uri: str, run_id: str | None) -> str | None:
-    """The model a search logged on a trial's run (tag ``nas.model_uri``), or None."""
-    if not run_id:
-        return None
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags.get("nas.model_uri")
-
-
-@dataclass
-class RegistryEntry:
-    """One model to register: the trial's run, and either an already logged model or the module to log."""
-
-    number: int
-    run_id: str
-    model_uri: str | None
-    model: Any
-    input_example: Any
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-def register_models(
-    tracking_uri: str, name: str, entries: list[RegistryEntry], aliases: Mapping[str, int]
-) -> dict[int, str]:
-    """Register each entry as a new version of the registered model ``name``; returns number -> version.
-
-    An entry without ``model_uri`` is first logged on its trial's run (name ``export``). ``aliases``
-    maps an alias (``best-accuracy``, ``min-energy``, ``knee``) to a trial number among the entries;
-    aliases replace the deprecated stages. Version tags are the entry's tags (its metrics).
-    """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    versions: dict[int, str] = {}
-    # The SQL registry resolves a "models:/<id>" source through the process-wide tracking URI.
-    with _use_tracking_uri(tracking_uri):
-        try:
-            client.get_registered_model(name)
-        except MlflowException:
-            client.create_registered_model(name, tags={"nas.search": name},
-                                           description=f"Exported architectures of nas search {name}")
-        for entry in entries:
-            source = entry.model_uri
-            if source is None:
-                source = _log_pytorch_model(client, entry.run_id, entry.model, entry.input_example, name="export")
-            version = client.create_model_version(name, source=source, run_id=entry.run_id or None,
-                                                  tags=dict(entry.tags))
-            versions[entry.number] = str(version.version)
-    for alias, number in aliases.items():
-        if number not in versions:
-            raise ValueError(f"alias {alias!r} names trial {number}, which is not among the entries")
-        client.set_registered_model_alias(name, alias, versions[number])
-    return versions

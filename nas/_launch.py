@@ -8,10 +8,13 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from nas.search import store
-from nas.search.controller import SearchOptions, SearchResult, prepare_search, run_search
+from nas._urls import mask_url
+from nas.results.layout import SPACE_FILE, default_artifact_location, default_tracking_uri
+from nas.results.records import records_from_study
+from nas.search.controller import run_search
+from nas.search.options import SearchOptions, SearchResult
+from nas.search.prepare import prepare_search
 from nas.search.progress import LiveView
-from nas.search.records import records_from_study
 
 
 def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool | None = None) -> SearchResult:
@@ -28,8 +31,8 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
 
     def check_tracking(name: str, tracking_uri: str, space: Any) -> None:
         artifact_location = None
-        if tracking_uri == store.default_tracking_uri(options.root):
-            artifact_location = store.default_artifact_location(options.root, name)
+        if tracking_uri == default_tracking_uri(options.root):
+            artifact_location = default_artifact_location(options.root, name)
             adopt_run_folder(options.root)  # a copied or moved run folder logs to its own artifacts
         tracker = MlflowTracker(tracking_uri, name, objectives=dict(space.objectives),
                                 artifact_location=artifact_location)
@@ -41,7 +44,7 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
     status = "FAILED"
     try:
         tracker.start_search(
-            space_file=prepared.search_dir / "space.py",
+            space_file=prepared.search_dir / SPACE_FILE,
             search_params=_search_params(prepared),
             resume=prepared.options.resume,
         )
@@ -98,7 +101,7 @@ def _search_params(prepared: Any) -> dict[str, Any]:
         "sampler": options.sampler,
         "scheduler": options.scheduler,
         "seed": options.seed,
-        "storage": store.mask(prepared.storage_url),
+        "storage": mask_url(prepared.storage_url),
         "address": options.address or "local",
         "energy_profile": prepared.space.recipe.energy_profile,
         "objectives": ",".join(f"{k}:{v}" for k, v in prepared.objectives.items()),
@@ -111,7 +114,8 @@ def _log_front_models(prepared: Any, tracker: Any, result: SearchResult) -> None
     import numpy as np
 
     from nas.data import get_info
-    from nas.search.weights import load_trial_model, trial_weights_path
+    from nas.results.layout import trial_weights_path
+    from nas.train import load_trial_model
 
     info = get_info(prepared.dataset, src=prepared.options.data_src)
     steps = (info.time_steps,) if info.time_steps else ()  # event frames: [1, T, C, H, W]
