@@ -284,15 +284,8 @@ class EnergyMeter:
         elif x.dim() == nd + 1:  # unbatched [C, ...]
             x = x.unsqueeze(0)
         dense = conv_dense_macs(module, out)
-        acc.dense_macs += dense
-        self._weights(module, acc, out)
-        spikes = self._spikes(x)
-        if spikes is None:
-            acc.real_macs += dense
-            acc.inputs.add("real")
-            return
-        acc.inputs.add("binary")
-        if spikes > 0:
+        spikes = self._count_dense(module, acc, x, out, dense)
+        if spikes is not None and spikes > 0:
             spatial = tuple(x.shape[2:])
             key = (tuple(module.kernel_size), tuple(module.stride), module.padding, tuple(module.dilation),
                    module.padding_mode, spatial, x.device)
@@ -306,25 +299,33 @@ class EnergyMeter:
             rows = rows if rows.dtype == torch.float32 else rows.float()
             per_channel_out = module.out_channels // module.groups
             acc.sops += float(torch.mv(rows, fanout).double().sum().item()) * per_channel_out
-        acc.binary_dense_macs += dense
-        acc.spikes += spikes
-        acc.binary_elements += x.numel()
 
     def _count_linear(self, module: nn.Module, acc: _Acc, args: tuple[Any, ...], out: torch.Tensor) -> None:
         x = args[0]
-        dense = out.numel() * module.in_features
+        spikes = self._count_dense(module, acc, x, out, out.numel() * module.in_features)
+        if spikes is not None:
+            acc.sops += spikes * module.out_features
+
+    def _count_dense(
+        self, module: nn.Module, acc: _Acc, x: torch.Tensor, out: torch.Tensor, dense: int
+    ) -> float | None:
+        """Books a weight layer's dense MACs and weights, as real or binary work by what ``x`` holds.
+
+        Returns the number of spikes in ``x`` when it is binary (the caller adds the SOPs, which depend
+        on the layer's fan-out), None when it is real-valued.
+        """
         acc.dense_macs += dense
         self._weights(module, acc, out)
         spikes = self._spikes(x)
         if spikes is None:
             acc.real_macs += dense
             acc.inputs.add("real")
-            return
+            return None
         acc.inputs.add("binary")
-        acc.sops += spikes * module.out_features
         acc.binary_dense_macs += dense
         acc.spikes += spikes
         acc.binary_elements += x.numel()
+        return spikes
 
     def _count_matmul(self, module: nn.Module, acc: _Acc, args: tuple[Any, ...], out: torch.Tensor) -> None:
         a, b = args[0], args[1]

@@ -150,16 +150,10 @@ def apply_data_info(config: object, data_info: object | None) -> object:
 def config_from_dict(cls: type, d: dict) -> object:
     """Rebuild a config dataclass from ``dataclasses.asdict`` output: lists back to tuples,
     the nested ``neuron`` dict back to a ``NeuronConfig``."""
-    from nas.snn.neuron import NeuronConfig
+    from nas.snn.neuron import NeuronConfig, dataclass_fields
 
-    if not isinstance(d, dict):
-        raise ValueError(f"{cls.__name__}.from_dict needs a dict, got {type(d).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__} has no field {unknown[0]!r}")
     kwargs = {}
-    for key, value in d.items():
+    for key, value in dataclass_fields(cls, d, f"{cls.__name__}.from_dict needs a dict").items():
         if key == "neuron":
             value = NeuronConfig.from_dict(value)
         elif isinstance(value, list):

@@ -23,6 +23,19 @@ _KINDS = ("lif", "plif", "if")
 _SURROGATES = ("sigmoid", "atan")
 
 
+def dataclass_fields(cls: type, d: Any, not_a_dict: str) -> dict[str, Any]:
+    """``d`` checked as keyword arguments of the dataclass ``cls``: a dict that names only its fields.
+
+    Raises ValueError with ``not_a_dict`` when ``d`` is no dict, or naming the first unknown field.
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"{not_a_dict}, got {type(d).__name__}")
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field {unknown[0]!r}")
+    return d
+
+
 @dataclass(frozen=True)
 class NeuronConfig:
     """Constants of the spiking neuron shared by a whole model.
@@ -70,13 +83,7 @@ class NeuronConfig:
         """Rebuild from ``dataclasses.asdict`` output (an existing config is returned as is)."""
         if isinstance(d, NeuronConfig):
             return d
-        if not isinstance(d, dict):
-            raise ValueError(f"neuron must be a NeuronConfig or a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"NeuronConfig has no field {unknown[0]!r}")
-        return cls(**d)
+        return cls(**dataclass_fields(cls, d, "neuron must be a NeuronConfig or a dict"))
 
 
 def make_surrogate(cfg: NeuronConfig) -> surrogate.SurrogateFunctionBase:
