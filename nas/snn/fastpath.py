@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
+
 _enabled = True
 
 
@@ -29,3 +31,17 @@ def cpu_fast_paths(enabled: bool) -> Iterator[None]:
 def cpu_fast_paths_enabled() -> bool:
     """Whether modules built now use the CPU fast paths (see :func:`cpu_fast_paths`)."""
     return _enabled
+
+
+def eager_cpu_float32(x: torch.Tensor) -> bool:
+    """Whether a call on ``x`` may take a numba kernel: eager (not traced, scripted or compiled), on the
+    CPU, float32 and not empty."""
+    # Tracing and compiling first: under tracing, sizes are tensors and comparing them warns.
+    return (
+        not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and not torch.compiler.is_compiling()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.numel() > 0
+    )

@@ -29,6 +29,8 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 from torch.autograd.function import once_differentiable
 
+from nas.snn.fastpath import eager_cpu_float32
+
 
 @functools.cache
 def _kernel() -> ModuleType:
@@ -182,15 +184,9 @@ def _surrogate_id(function: Any) -> int | None:
 
 def _fusable(node: neuron.BaseNode, x: torch.Tensor) -> bool:
     """Whether this multi-step call can run the CPU kernels (otherwise spikingjelly runs it)."""
-    # Tracing and compiling first: under tracing, sizes are tensors and comparing them warns.
     return (
-        not torch.jit.is_tracing()
-        and not torch.jit.is_scripting()
-        and not torch.compiler.is_compiling()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
+        eager_cpu_float32(x)
         and x.dim() >= 2
-        and x.numel() > 0
         and not node.store_v_seq
         and node._neuron_precision is None
         and _surrogate_id(node.surrogate_function) is not None

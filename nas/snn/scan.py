@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from nas.snn.fastpath import eager_cpu_float32
+
 
 @functools.cache
 def _kernel() -> ModuleType:
@@ -101,18 +103,12 @@ def _inverse(order: list[int]) -> list[int]:
 
 
 def _fusable(x: torch.Tensor, tau: torch.Tensor, vth: torch.Tensor) -> bool:
-    # Tracing and compiling first: under tracing, sizes are tensors and comparing them warns.
     return (
-        not torch.jit.is_tracing()
-        and not torch.jit.is_scripting()
-        and not torch.compiler.is_compiling()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
+        eager_cpu_float32(x)
         and tau.dtype == torch.float32
         and vth.dtype == torch.float32
         and tau.numel() == 1
         and vth.numel() == 1
-        and x.numel() > 0
     )
 
 
