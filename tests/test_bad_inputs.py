@@ -109,7 +109,10 @@ def ctx(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     a_file.write_text("not a folder\n")
     binary = folder / "binary.bin"
     binary.write_bytes(bytes(range(256)) * 4)
-    values |= {"file": str(a_file), "binary": str(binary)}
+    # a text file whose first byte is a pickle opcode that fails without an UnpicklingError ('r')
+    passwd = folder / "passwd.txt"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    values |= {"file": str(a_file), "binary": str(binary), "passwd": str(passwd)}
 
     zero_root = folder / "zero"  # a search whose study file is empty (zero bytes)
     (zero_root / "z").mkdir(parents=True)
@@ -311,6 +314,7 @@ CASES = [
     ("energy-classes-zero", ["energy", "snnmlp_t", "--num-classes", "0"], "--num-classes must be in"),
     ("energy-profile", ["energy", "snnmlp_t", "--profile", "3nm-dreams"], "3nm-dreams"),
     ("energy-checkpoint", ["energy", "snnmlp_t", "--checkpoint", "{binary}"], "not a readable state_dict"),
+    ("energy-checkpoint-text", ["energy", "snnmlp_t", "--checkpoint", "{passwd}"], "not a readable state_dict"),
     # train
     ("train-epochs-zero", ["train", "{space}", "--params", json.dumps(PARAMS), "--epochs", "0"],
      "--epochs must be in 1..200, got 0"),

@@ -6,7 +6,6 @@ one, recalibrates BatchNorm on random images, and measures it on random images (
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
@@ -25,14 +24,17 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
+    except OSError as error:
+        raise NasError(f"checkpoint {path}: {first_line(error)}") from error
+    except Exception as error:  # torch's weights-only unpickler raises anything on a file of another kind
+        raise NasError(f"checkpoint {path}: not a readable state_dict file (torch.load with weights_only=True "
+                       "failed)") from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    try:
         model.load_state_dict(state)
-    except (OSError, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError) as error:
-        line = first_line(error)
-        if isinstance(error, pickle.UnpicklingError | EOFError):
-            line = "not a readable state_dict file (torch.load with weights_only=True failed)"
-        raise NasError(f"checkpoint {path}: {line}") from error
+    except (RuntimeError, ValueError, TypeError, AttributeError) as error:
+        raise NasError(f"checkpoint {path}: {first_line(error)}") from error
 
 
 def input_size(model: nn.Module, img_size: int | None = None, in_chans: int | None = None) -> tuple[int, int]:
