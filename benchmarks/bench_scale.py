@@ -14,14 +14,16 @@ were made with the first command on the code of commit 33cb5d6, ``--limit 1500``
 
 Each point ``STORE:K:TRIALS[:HISTORY]`` runs in its own process (memory is that process's peak) with a
 wall-clock ``--limit``: the simulator (``nas.bench.scale``) replays the snnmlp learning-curve table with
-K simulated workers through the controller's own bookkeeping (``Bookkeeper``, MLflow tracker on its
-background thread, front and hypervolume updates), so the controller is the only thing that takes real
-time; ``HISTORY`` bounds what the sampler models (``make_sampler(history=...)``). Stores: ``sqlite`` =
-Optuna SQLite file + MLflow SQLite store (the defaults of a run folder); ``postgres`` = Optuna on
+K simulated workers through the controller's own bookkeeping (``Bookkeeper``, the MLflow tracker in its
+writer process as ``nas launch`` runs it, front and hypervolume updates), so the controller is the only
+thing that takes real time; ``HISTORY`` bounds what the sampler models (``make_sampler(history=...)``).
+Stores: ``sqlite`` = Optuna SQLite file + MLflow SQLite store (the defaults of a run folder); ``postgres`` = Optuna on
 PostgreSQL + an MLflow server backed by PostgreSQL, both started on 127.0.0.1 by the benchmark
 (``tests/servers.py``). Per point: median milliseconds per step (and the median over the last tenth of
-the run, where the study is largest), trial events per second (starts + epoch results + ends, the
-bookkeeping thread drained), peak memory, whether every event is in the study and in MLflow exactly
+the run, where the study is largest; ``queue.*`` is what queuing an event for the MLflow writer costs
+the controller, ``mlflow.per_event`` the writer's time per event written, ``mlflow.batch`` per batch),
+trial events per second (starts + epoch results + ends, the bookkeeping thread and the MLflow writer
+drained), peak memory, whether every event is in the study and in MLflow exactly
 once, and the wall time of ``nas status``, ``nas pareto``, ``nas report`` (fresh processes) and of the
 MLflow UI's front page of the search (the REST calls its runs table makes, against an ``mlflow server``
 on the store). A point that does not finish within ``--limit`` reports how far it got. ``--out`` writes
@@ -126,7 +128,7 @@ def run_point(kind: str, workers: int, trials: int, history: int | None, progres
     """One point, in this process: the run, the store check and the views."""
     from nas.bench import SimulationSettings, TableSpace, load_table, resolve_table
     from nas.bench.scale import StepTimer, TimedListener, check_stores, prepare_scale_search, run_scale
-    from nas.tracking import MlflowTracker
+    from nas.tracking import TrackerProcess
 
     space = TableSpace(load_table(resolve_table(TABLE)))
     with tempfile.TemporaryDirectory(prefix="nas-scale-") as tmp, _stores(kind, Path(tmp)) as stores:
@@ -134,8 +136,8 @@ def run_point(kind: str, workers: int, trials: int, history: int | None, progres
         root = Path(tmp) / "runs"
         prepared = prepare_scale_search(space, root=root, name=NAME, storage_url=storage_url,
                                         tracking_uri=tracking_uri, trials=trials, workers=workers)
-        tracker = MlflowTracker(tracking_uri, NAME, objectives=dict(space.table.objectives),
-                                artifact_location=(root / "mlartifacts").resolve().as_uri() if ui_url else None)
+        tracker = TrackerProcess(tracking_uri, NAME, objectives=dict(space.table.objectives),
+                                 artifact_location=(root / "mlartifacts").resolve().as_uri() if ui_url else None)
         tracker.start_search(space_file=prepared.search_dir / "space.py",
                              search_params={"trials": trials, "workers": workers, "store": kind})
         timer = StepTimer()
@@ -151,10 +153,15 @@ def run_point(kind: str, workers: int, trials: int, history: int | None, progres
 
         threading.Thread(target=report_progress, daemon=True).start()
         settings = SimulationSettings(workers=workers, budget=float("inf"), max_trials=trials, seed=0)
-        run = run_scale(space, prepared, settings, listeners=[TimedListener(tracker, timer)], timer=timer,
+        run = run_scale(space, prepared, settings, listeners=[TimedListener(tracker, timer, "queue")], timer=timer,
                         history=history)
         stop.set()
+        writer = tracker.timings()  # the writer process's batches: seconds and events each
+        for seconds, events in zip(writer["batch"], writer["batch_events"], strict=True):
+            timer.add("mlflow.batch", seconds)
+            timer.add("mlflow.per_event", seconds / events)
         tracker.finish_search()
+        run.steps = timer.summary()
         check_start = time.perf_counter()
         problems = check_stores(prepared.study, tracking_uri, NAME, run.simulation,
                                 metric_sample=None if trials <= 2000 else 500)
@@ -247,7 +254,8 @@ def _run_child(point: str, limit: float, repeats: int) -> dict:
 
 def render(points: list[dict]) -> str:
     """The figures as a Markdown table."""
-    steps = ("sampler.ask", "suggest", "record", "tell", "mlflow.trial_epoch", "mlflow.trial_finished", "front")
+    steps = ("sampler.ask", "suggest", "record", "tell", "mlflow.trial_epoch", "mlflow.trial_finished",
+             "mlflow.per_event", "front")
     head = ["store", "K", "trials", "history", "events/s", *[f"{s} ms" for s in steps], "peak MiB", "exact", "status s",
             "pareto s", "report s", "UI s", "read all s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -25,21 +25,26 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
     """
     if not options.verbose:
         _quiet_libraries()
-    from nas.tracking import MlflowTracker, adopt_run_folder
+    from nas.tracking import TrackerProcess, adopt_run_folder
 
-    trackers: list[MlflowTracker] = []
+    trackers: list[TrackerProcess] = []
 
     def check_tracking(name: str, tracking_uri: str, space: Any) -> None:
         artifact_location = None
         if tracking_uri == default_tracking_uri(options.root):
             artifact_location = default_artifact_location(options.root, name)
             adopt_run_folder(options.root)  # a copied or moved run folder logs to its own artifacts
-        tracker = MlflowTracker(tracking_uri, name, objectives=dict(space.objectives),
-                                artifact_location=artifact_location)
-        tracker.check_reachable()
+        tracker = TrackerProcess(tracking_uri, name, objectives=dict(space.objectives),
+                                 artifact_location=artifact_location)
         trackers.append(tracker)
+        tracker.check_reachable()
 
-    prepared = prepare_search(options, before_create=check_tracking)
+    try:
+        prepared = prepare_search(options, before_create=check_tracking)
+    except BaseException:
+        for unused in trackers:
+            unused.close()
+        raise
     tracker = trackers[0]
     status = "FAILED"
     try:

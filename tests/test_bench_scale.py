@@ -23,7 +23,7 @@ from nas.bench.scale import (
     run_scale,
 )
 from nas.bench.table import DIVERGED, FAILED
-from nas.tracking import MlflowTracker
+from nas.tracking import TrackerProcess
 
 
 def _toy() -> TableSpace:
@@ -109,13 +109,16 @@ def _scale_run(tmp_path: Path, space: TableSpace, *, workers: int, trials: int,
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     prepared = prepare_scale_search(space, root=tmp_path / "runs", name="scale", storage_url=storage_url,
                                     tracking_uri=tracking_uri, trials=trials, workers=workers)
-    tracker = MlflowTracker(tracking_uri, "scale", objectives=dict(space.table.objectives))
-    tracker.start_search(space_file=prepared.search_dir / "space.py", search_params={})
-    timer = StepTimer()
-    settings = SimulationSettings(sampler="random", scheduler=scheduler, workers=workers, budget=float("inf"),
-                                  max_trials=trials, seed=0)
-    run = run_scale(space, prepared, settings, listeners=[TimedListener(tracker, timer)], timer=timer)
-    tracker.finish_search()
+    tracker = TrackerProcess(tracking_uri, "scale", objectives=dict(space.table.objectives))
+    try:
+        tracker.start_search(space_file=prepared.search_dir / "space.py", search_params={})
+        timer = StepTimer()
+        settings = SimulationSettings(sampler="random", scheduler=scheduler, workers=workers, budget=float("inf"),
+                                      max_trials=trials, seed=0)
+        run = run_scale(space, prepared, settings, listeners=[TimedListener(tracker, timer)], timer=timer)
+        tracker.finish_search()
+    finally:
+        tracker.close()
     yield prepared, run, tracking_uri
 
 

@@ -208,9 +208,12 @@ def test_a_diverging_candidate_is_failed_and_the_search_finishes(tmp_path: Path,
 def _study_states(root: Path, name: str) -> list[str]:
     if not (root / "optuna.db").is_file():
         return []
-    try:
-        study = optuna.load_study(study_name=name, storage=default_storage_url(root))
-    except KeyError:
+    from nas.errors import NasError
+    from nas.search.store import open_storage
+
+    try:  # read-only: a reader that creates the tables races the controller creating them
+        study = optuna.load_study(study_name=name, storage=open_storage(default_storage_url(root), read_only=True))
+    except (KeyError, NasError):  # no study yet, or the file's tables not written yet
         return []
     return [t.state.name for t in study.get_trials(deepcopy=False)]
 

@@ -3,8 +3,9 @@
 :func:`run_scale` replays a search on a learning-curve table with :func:`nas.bench.simulator.simulate`
 (K simulated workers, simulated epochs, so the controller is the only thing that takes real time) and
 hands every trial event to the controller's own ``Bookkeeper``, exactly as Ray Tune's callbacks do in
-``nas launch``: the study lives in a real Optuna RDB storage, every listener (the MLflow tracker) runs
-on the bookkeeper's background thread, the front and hypervolume are updated by the same code. Each
+``nas launch``: the study lives in a real Optuna RDB storage, every listener (the MLflow tracker in its
+writer process, ``nas.tracking.TrackerProcess``) is told from the bookkeeper's background thread, the
+front and hypervolume are updated by the same code. Each
 step is timed (:class:`StepTimer`): the sampler's own work per ask (:class:`TimedSampler`), the
 searcher's ``suggest`` (ask + sample + writes), ``record`` (one epoch into the study), ``tell``, each
 listener call (:class:`TimedListener`) and each front update.

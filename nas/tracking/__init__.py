@@ -1,7 +1,8 @@
 """Everything MLflow: one experiment and one parent run per search, one child run per trial.
 
-The controller owns one ``MlflowTracker`` and calls it from its own process only, so a SQLite
-tracking store never sees concurrent writers (Ray workers never talk to MLflow). Layout:
+The controller owns one ``MlflowTracker``, run in a writer process of its own (``TrackerProcess``: the
+controller queues trial events and goes on), so a SQLite tracking store never sees concurrent writers
+(Ray workers never talk to MLflow). Layout:
 
 - experiment = the search name (tag ``nas.search``); parent run named after the search with tags
   ``nas.search=<name>``, ``nas.role=search``; search options as params (passwords masked);
@@ -24,7 +25,8 @@ tracking store never sees concurrent writers (Ray workers never talk to MLflow).
 Only ``mlflow.MlflowClient`` is used (no fluent active-run state), so two searches in one process
 never see each other's runs.
 
-The room's modules: ``_tracker`` (``MlflowTracker``), ``_probe`` (reachability of a server), ``_views``
+The room's modules: ``_tracker`` (``MlflowTracker``), ``_batch`` (run writes gathered per run),
+``_process`` (``TrackerProcess``, the writer process), ``_probe`` (reachability of a server), ``_views``
 (saved views of the runs table), ``_ui`` (``nas ui`` and a moved run folder), ``_registry`` (the model
 registry, for ``nas export``). What other rooms use is re-exported here.
 """
@@ -32,6 +34,7 @@ registry, for ``nas export``). What other rooms use is re-exported here.
 from __future__ import annotations
 
 from nas.tracking._common import file_sha256, mask_secrets
+from nas.tracking._process import TrackerProcess, WriterStopped
 from nas.tracking._registry import RegistryEntry, find_trial_run_id, register_models, trial_model_uri
 from nas.tracking._tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, MlflowTracker
 from nas.tracking._ui import MlflowUi, adopt_run_folder, experiment_url, find_parent_run, run_url, saved_views
@@ -41,5 +44,5 @@ __all__ = [
     "CHART_VIEW", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FRONT_VIEW", "SHARED_VIEW_TAG", "MlflowTracker",
     "MlflowUi", "RegistryEntry", "adopt_run_folder", "experiment_url", "file_sha256", "find_parent_run",
     "find_trial_run_id", "mask_secrets", "register_models", "run_url", "runs_views", "saved_views",
-    "trial_model_uri", "view_link",
+    "TrackerProcess", "trial_model_uri", "view_link", "WriterStopped",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -9,7 +10,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from nas.errors import NasError
 from nas.results.layout import ARTIFACTS_DIR
 from nas.results.metrics import METRICS
 from nas.results.records import COMPLETE, FAIL, INTERRUPTED, PRUNED, TrialRecord, count_trials
+from nas.tracking._batch import RunWrites, batch_chunks
 from nas.tracking._common import file_sha256, log_pytorch_model, mask_secrets, masked_first_line, sqlite_path
 from nas.tracking._probe import probe_http
 from nas.tracking._views import CHART_VIEW, FRONT_VIEW, SHARED_VIEW_TAG, runs_views, view_link
@@ -38,7 +40,6 @@ EXPERIMENT_KIND = "custom_model_development"
 
 _PARAM_VALUE_MAX = 6000  # MLflow 3 limit on a param value
 _TAG_VALUE_MAX = 8000
-_BATCH_PARAMS = 100  # log_batch accepts at most 100 params per call
 REFRESH_SHARE = 9  # a front refresh waits at least this many times as long as the last one took
 
 # How each outcome (nas.results.records.OUTCOMES) shows in MLflow: the tag nas.state and the run status.
@@ -119,6 +120,7 @@ class MlflowTracker:
         self._open_children: set[int] = set()  # started by this tracker and not finished yet
         self._left_running: set[int] = set()  # children a killed controller left RUNNING (seen on resume)
         self._last_step: dict[int, int] = {}
+        self._last_values: dict[int, dict[str, float]] = {}  # what was logged at a trial's last step
         self._front_tags: dict[int, tuple[str, str]] = {}  # what the store holds: (pareto, pareto_rank)
         self._last_count: int | None = None
         self._last_refresh = -math.inf
@@ -126,6 +128,7 @@ class MlflowTracker:
         self._pending: tuple[list[TrialRecord], dict[str, float], list[float]] | None = None
         self._reference_logged: dict[str, float] | None = None
         self._view_params: list[str] | None = None  # architecture params the saved views show
+        self._writes: RunWrites | None = None  # run writes held back while batched() is open
 
     # ------------------------------------------------------------ properties
     @property
@@ -159,6 +162,44 @@ class MlflowTracker:
 
                 write_ahead_log(self._client_obj._tracking_client.store.engine)
         return self._client_obj
+
+    # ------------------------------------------------------------ batching
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Hold back the run writes (params, tags, metrics, end states) of the calls made inside and write
+        them on leaving, one ``log_batch`` per run where MLflow's limits allow: a trial's start, epochs
+        and end made inside cost one write instead of four or five. Written also when a call raises."""
+        with self._lock:
+            if self._writes is not None:  # nested: the outermost block writes
+                yield
+                return
+            self._writes = RunWrites()
+            try:
+                yield
+            finally:
+                self._flush_writes()
+                self._writes = None
+
+    def _log(self, run_id: str, *, params: Iterable[Any] = (), tags: Iterable[Any] = (),
+             metrics: Iterable[Any] = ()) -> None:
+        """One run write, now or held back by ``batched``."""
+        if self._writes is not None:
+            self._writes.log(run_id, params=params, tags=tags, metrics=metrics)
+            return
+        for chunk in batch_chunks(list(params), list(tags), list(metrics)):
+            self._client.log_batch(run_id, params=chunk[0], tags=chunk[1], metrics=chunk[2])
+
+    def _end(self, run_id: str, status: str) -> None:
+        """End a run, now or after the writes ``batched`` holds back."""
+        if self._writes is not None:
+            self._writes.end(run_id, status)
+        else:
+            self._client.set_terminated(run_id, status=status)
+
+    def _flush_writes(self) -> None:
+        """Write what ``batched`` holds so far: before a call that reads a run back or reopens it."""
+        if self._writes:
+            self._writes.flush(self._client)
 
     # ------------------------------------------------------------ reachability
     def check_reachable(self) -> None:
@@ -236,10 +277,7 @@ class MlflowTracker:
                                         tags={"nas.search": self.search_name, "nas.role": "search",
                                               "mlflow.note.content": self._note(links=True)})
                 self._parent_run_id = run.info.run_id
-            items = [Param(k, v) for k, v in text_params.items()]
-            for i in range(0, max(len(items), 1), _BATCH_PARAMS):
-                client.log_batch(self._parent_run_id, params=items[i : i + _BATCH_PARAMS],
-                                 tags=tags if i == 0 else ())
+            self._log(self._parent_run_id, params=[Param(k, v) for k, v in text_params.items()], tags=tags)
             client.log_artifact(self._parent_run_id, str(space_file))
             self._publish_views([])
             return self._parent_run_id
@@ -263,6 +301,10 @@ class MlflowTracker:
                 self.trial_finished(number, "failed", reason=INTERRUPTED)
             self._client.set_terminated(parent, status=status)
             self._renderer.close()
+
+    def close(self) -> None:
+        """Stop the helper that draws the front, without ending the search's runs (``finish_search`` does both)."""
+        self._renderer.close()
 
     # ------------------------------------------------------------ trials
     def trial_started(self, number: int, params: dict[str, Any], *, attrs: dict[str, Any]) -> str:
@@ -294,13 +336,12 @@ class MlflowTracker:
                 self._children[number] = run_id
             else:
                 # A retried trial keeps its run; params are immutable in MLflow, so only new ones go in.
+                self._flush_writes()
                 old = client.get_run(run_id).data.params
                 values = {k: v for k, v in values.items() if k not in old}
                 client.update_run(run_id, status="RUNNING")
-            items = [Param(k, v) for k, v in values.items()]
-            for i in range(0, max(len(items), 1), _BATCH_PARAMS):
-                client.log_batch(run_id, params=items[i : i + _BATCH_PARAMS],
-                                 tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else ())
+            self._log(run_id, params=[Param(k, v) for k, v in values.items()],
+                      tags=[RunTag(k, v) for k, v in tags.items()])
             self._open_children.add(number)
             self._publish_views([str(k) for k in params])
             return run_id
@@ -311,7 +352,9 @@ class MlflowTracker:
         The controller writes the study first and MLflow after, so a controller killed in between
         leaves a child run RUNNING (or, for a trial Ray never started, none) although the study holds
         the trial as COMPLETE, PRUNED or FAIL (``interrupted``). Each such run is ended as the study
-        says, so every trial of the study has one run in the same state. Duplicates (never trained) have none.
+        says, so every trial of the study has one run in the same state, with every epoch the study holds
+        (the epochs MLflow had not written yet are logged from the trial's history). Duplicates (never
+        trained) have none.
         """
         for record in records:
             if record.state not in (COMPLETE, PRUNED, FAIL):
@@ -320,7 +363,17 @@ class MlflowTracker:
             if not missing and record.number not in self._left_running:
                 continue
             if missing:
-                self.trial_started(record.number, record.params, attrs=attrs)
+                run_id = self.trial_started(record.number, record.params, attrs=attrs)
+                logged = 0
+            else:
+                run_id = self._require_child(record.number)
+                logged = self._stored_last_step(run_id)
+            # The study is the journal: epochs that were still queued for MLflow when it stopped are in
+            # the trial's history; each one MLflow lacks is logged at its epoch, none twice.
+            for row in record.history:
+                step = row.get("epoch")
+                if isinstance(step, int | float) and int(step) > logged:
+                    self._log_epoch(record.number, run_id, row, int(step))
             final = record.history[-1] if record.history else None
             self.trial_finished(record.number, record.state, reason=record.fail_reason, final_metrics=final)
             self._left_running.discard(record.number)
@@ -328,9 +381,13 @@ class MlflowTracker:
     def trial_epoch(self, number: int, metrics: dict[str, float], step: int) -> None:
         """Log one epoch's metrics (numeric entries only; ``epoch`` is the step, not a metric)."""
         with self._lock:
-            run_id = self._require_child(number)
-            self._log_metrics(run_id, metrics, step)
-            self._last_step[number] = max(step, self._last_step.get(number, step))
+            self._log_epoch(number, self._require_child(number), metrics, step)
+
+    def _log_epoch(self, number: int, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
+        self._log_metrics(run_id, metrics, step)
+        if step >= self._last_step.get(number, step):
+            self._last_step[number] = step
+            self._last_values[number] = {k: float(v) for k, v in metrics.items() if _is_number(v)}
 
     def trial_finished(
         self, number: int, state: str, *, reason: str | None = None, final_metrics: dict | None = None
@@ -340,7 +397,8 @@ class MlflowTracker:
         Optuna's state names (COMPLETE, PRUNED, FAIL) are accepted too. A failed trial whose reason is
         ``interrupted`` (cut off by Ctrl-C, SIGTERM, the time budget or a killed controller; it runs
         again on resume) is recorded as ``interrupted`` (KILLED). ``final_metrics`` are logged at the
-        trial's last step so MLflow shows them as the run's latest values.
+        trial's last step so MLflow shows them as the run's latest values (those equal to what that
+        step logged already are not logged twice).
         """
         from mlflow.entities import RunTag
 
@@ -360,10 +418,13 @@ class MlflowTracker:
                 step = self._last_step.get(number)
                 if step is None:
                     step = self._stored_last_step(run_id)
-                metrics = _metric_items(final_metrics, step)
-            self._client.log_batch(run_id, metrics=metrics, tags=tags)  # one write: SQLite commits are the cost
-            self._client.set_terminated(run_id, status=run_status)
+                known = self._last_values.get(number, {}) if step == self._last_step.get(number) else {}
+                metrics = _metric_items({k: v for k, v in final_metrics.items()
+                                         if not (_is_number(v) and known.get(k) == float(v))}, step)
+            self._log(run_id, metrics=metrics, tags=tags)  # one write: SQLite commits are the cost
+            self._end(run_id, run_status)
             self._open_children.discard(number)
+            self._last_values.pop(number, None)
 
     # ------------------------------------------------------------ the front
     def update_front(self, records: list[TrialRecord], *, reference: dict[str, float], history: list[float],
@@ -389,7 +450,6 @@ class MlflowTracker:
         if missing:
             raise ValueError(f"reference has no value for objective(s) {missing}")
         with self._lock:
-            client = self._client
             ranks = ranks_of(records, self.objectives)
             complete = [r for r in records if r.state == COMPLETE]
             started = time.monotonic()
@@ -416,13 +476,13 @@ class MlflowTracker:
                 tags = [RunTag("pareto", on)] if on != old_on else []
                 if new_rank != old_rank:
                     tags.append(RunTag("pareto_rank", new_rank))
-                client.log_batch(run_id, tags=tags)
+                self._log(run_id, tags=tags)
                 self._front_tags[r.number] = (on, new_rank)
 
             count = len(complete)
             if reference != self._reference_logged:
-                client.log_batch(self.parent_run_id, tags=[RunTag(f"nas.reference.{n}", repr(float(reference[n])))
-                                                           for n in names])
+                self._log(self.parent_run_id, tags=[RunTag(f"nas.reference.{n}", repr(float(reference[n])))
+                                                    for n in names])
                 self._reference_logged = dict(reference)
             if force or count != self._last_count:
                 volume = history[-1] if history else 0.0
@@ -442,8 +502,7 @@ class MlflowTracker:
                     values["best_val_acc"] = max(accs)
                 if energies:
                     values["min_energy_uj"] = min(energies)
-                client.log_batch(self.parent_run_id,
-                                 metrics=[Metric(k, float(v), now, count) for k, v in values.items()])
+                self._log(self.parent_run_id, metrics=[Metric(k, float(v), now, count) for k, v in values.items()])
                 self._last_count = count
 
             if refresh:
@@ -480,13 +539,14 @@ class MlflowTracker:
         ``torch.export``), an explicit pip requirement list (skips MLflow's slow inference of it)
         and an input example (MLflow 3 asks for one). The model URI is tagged ``nas.model_uri``.
         """
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
         with self._lock:
-            run_id = self._require_child(number)
-            with _use_tracking_uri(self.tracking_uri):
-                model_uri = log_pytorch_model(self._client, run_id, model, input_example, name="model")
-            self._client.set_tag(run_id, "nas.model_uri", model_uri)
+            self._flush_writes()
+            log_model_on_run(self._client, self.tracking_uri, self._require_child(number), model, input_example)
+
+    def child_run_id(self, number: int) -> str:
+        """The run id of trial ``number``'s child run (``ValueError`` if it has none)."""
+        with self._lock:
+            return self._require_child(number)
 
     # ------------------------------------------------------------ helpers
     @property
@@ -560,6 +620,7 @@ class MlflowTracker:
         return run_id
 
     def _stored_last_step(self, run_id: str) -> int:
+        self._flush_writes()
         run = self._client.get_run(run_id)
         if not run.data.metrics:
             return 0
@@ -569,8 +630,18 @@ class MlflowTracker:
     def _log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
         items = _metric_items(metrics, step)
         if items:
-            self._client.log_batch(run_id, metrics=items)
+            self._log(run_id, metrics=items)
 
+
+
+def log_model_on_run(client: MlflowClient, tracking_uri: str, run_id: str, model: torch.nn.Module,
+                     input_example: numpy.ndarray) -> None:
+    """Log a trained network as the MLflow model ``model`` of run ``run_id`` and tag the run ``nas.model_uri``."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(tracking_uri):
+        model_uri = log_pytorch_model(client, run_id, model, input_example, name="model")
+    client.set_tag(run_id, "nas.model_uri", model_uri)
 
 
 def _metric_items(metrics: Mapping[str, Any], step: int) -> list[Any]:
