@@ -14,11 +14,13 @@ from nas.search.store import open_storage
 
 
 def _same(a: list, b: list) -> None:
-    assert [(t.number, t.state, t.params, t.values, t.user_attrs, t.system_attrs) for t in a] == \
-        [(t.number, t.state, t.params, t.values, t.user_attrs, t.system_attrs) for t in b]
+    assert [(t.number, t.state, t.params, t.distributions, t.values, t.user_attrs, t.system_attrs,
+             t.intermediate_values) for t in a] == \
+        [(t.number, t.state, t.params, t.distributions, t.values, t.user_attrs, t.system_attrs,
+          t.intermediate_values) for t in b]
 
 
-def test_single_writer_storage_reads_back_only_what_it_wrote_and_stays_exact(tmp_path: Path) -> None:
+def test_single_writer_storage_reads_back_only_state_changes_and_stays_exact(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     storage = open_storage(url)
     study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
@@ -30,23 +32,57 @@ def test_single_writer_storage_reads_back_only_what_it_wrote_and_stays_exact(tmp
         reads.append({t._trial_id for t in trials})
         return trials
 
+    def fresh() -> list:
+        return optuna.load_study(study_name="s", storage=open_storage(url, read_only=True)).get_trials(deepcopy=False)
+
     storage._backend._get_trials = counting
     running = [study.ask() for _ in range(5)]
     for i, trial in enumerate(running):
         trial.suggest_int("x", 0, 10)
+        trial.suggest_float("y", 0.0, 1.0)
         trial.set_user_attr("history", [{"epoch": 1, "i": i}])
     study.get_trials(deepcopy=False)
+    before = study.get_trials(deepcopy=False)
+    reads.clear()
+    # Attributes and intermediate values are written through to the cache: nothing is read back.
     running[1].set_user_attr("history", [{"epoch": 1}, {"epoch": 2}])
+    storage.set_trial_intermediate_value(running[1]._trial_id, 1, 0.5)
+    assert study.get_trials(deepcopy=False)[1].user_attrs["history"] == [{"epoch": 1}, {"epoch": 2}]
+    assert before[1].user_attrs["history"] == [{"epoch": 1, "i": 1}]  # a list handed out earlier is unchanged
+    assert reads == []
+    _same(study.get_trials(deepcopy=False), fresh())
+    # A state change is read back once (the database sets the timestamps), then served from memory.
+    reads.clear()
     study.tell(running[2], [0.5, 1.0])
-    reads.clear()
-    fresh = optuna.load_study(study_name="s", storage=open_storage(url, read_only=True))
-    _same(study.get_trials(deepcopy=False), fresh.get_trials(deepcopy=False))
-    # Only the two trials written since the last read came back from the database, not all five.
-    assert reads == [{running[1]._trial_id, running[2]._trial_id}]
-    reads.clear()
     study.get_trials(deepcopy=False)
-    assert reads == [set()]
+    assert reads == [{running[2]._trial_id}]
+    _same(study.get_trials(deepcopy=False), fresh())
+    assert study.get_trials(deepcopy=False)[2].datetime_complete == fresh()[2].datetime_complete
     storage.engine.dispose()
+
+
+def test_single_writer_storage_writes_a_trials_params_together(tmp_path: Path) -> None:
+    from nas.search.store import write_held_params
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), directions=["maximize"])
+    first = study.ask()
+    first.suggest_int("x", 0, 10)  # the first use of a name is written at once (the database checks it)
+    study.tell(first, 1.0)
+    trial = study.ask()
+    trial.suggest_int("x", 0, 10)
+    trial.suggest_categorical("z", ["a", "b"])
+
+    def stored_params() -> dict:
+        reader = optuna.load_study(study_name="s", storage=open_storage(url, read_only=True))
+        return reader.get_trials(deepcopy=False)[1].params
+
+    assert stored_params() == {"z": trial.params["z"]}  # x is held back, z (a new name) is not
+    assert study.get_trials(deepcopy=False)[1].params == trial.params  # the writer sees both
+    write_held_params(study)
+    assert stored_params() == trial.params
+    with pytest.raises(ValueError):  # a held-back param is still checked against the distribution in use
+        study.ask().suggest_float("x", 0.0, 1.0)
 
 
 def test_bounded_history_sees_recent_trials_front_and_running_ones() -> None:
@@ -155,3 +191,25 @@ def test_sampler_history_option_is_checked_before_anything_runs() -> None:
     SearchOptions(space="s.py", sampler_history=2000).validate()
     with pytest.raises(NasError, match="--sampler-history must be at least 1"):
         SearchOptions(space="s.py", sampler_history=0).validate()
+
+
+def test_bounded_history_keeps_only_the_newest_running_trials() -> None:
+    seen: list[list[int]] = []
+
+    class Spy(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, name, distribution):
+            seen.append([t.number for t in study._get_trials(deepcopy=False, states=None, use_cache=False)])
+            return super().sample_independent(study, trial, name, distribution)
+
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=BoundedHistorySampler(Spy(seed=0), recent=2))
+    for v in [(0.9, 1.0), (0.1, 9.0), (0.2, 8.0)]:
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        study.tell(trial, list(v))
+    for _ in range(4):  # trials 3..6 stay running
+        study.ask().suggest_float("x", 0, 1)
+    seen.clear()
+    study.ask().suggest_float("x", 0, 1)
+    # front (0), the two most recent finished (1, 2), and of the running 3..7 the two newest (6, 7).
+    assert seen == [[0, 1, 2, 6, 7]]

@@ -9,7 +9,9 @@ study that holds only
 - the COMPLETE trials on the Pareto front of the whole study so far, one per point (kept up to date
   incrementally from ``after_trial``, seeded once from the study), so the "good" density never forgets
   the best architectures, and
-- every unfinished trial (RUNNING ones are what TPE's constant liar spreads workers around).
+- the ``recent`` most recently numbered unfinished trials (RUNNING ones are what TPE's constant liar
+  spreads workers around; with a thousand workers, modelling every one of them made an ask cost
+  ~100 ms, so only the newest proposals are kept apart).
 
 The joint search space (TPE's parameter groups, which it accumulates) is inferred from the same view.
 Picking the view costs O(recent + running + front) per call, but Optuna's own ``ask`` still filters
@@ -75,7 +77,7 @@ class BoundedHistorySampler(BaseSampler):
 
     Args:
         sampler: the sampler that proposes (TPE in nas's default).
-        recent: how many of the most recent finished trials it sees (>= 1).
+        recent: how many of the most recent finished trials it sees (>= 1), and of the unfinished ones.
     """
 
     def __init__(self, sampler: BaseSampler, *, recent: int) -> None:
@@ -108,16 +110,24 @@ class BoundedHistorySampler(BaseSampler):
                 start -= 1
                 finished += trials[start].state.is_finished()
             if start == 0:
-                return trials
+                return self._newest_unfinished(trials)
             cutoff = trials[start].number
             older = []
             for number in sorted(n for n in front.points.keys() | self._unfinished if n < cutoff):
                 at = bisect.bisect_left(trials, number, hi=start, key=_number)
                 if at < start and trials[at].number == number:
                     older.append(trials[at])
-            return older + trials[start:]
+            return self._newest_unfinished(older + trials[start:])
 
         return _BoundedStudy(study, keep)
+
+    def _newest_unfinished(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        """``trials`` without their unfinished ones beyond the ``recent`` newest (order kept)."""
+        unfinished = [i for i, t in enumerate(trials) if not t.state.is_finished()]
+        if len(unfinished) <= self.recent:
+            return trials
+        dropped = set(unfinished[: len(unfinished) - self.recent])
+        return [t for i, t in enumerate(trials) if i not in dropped]
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         """The wrapped sampler's joint search space, from the bounded view (TPE accumulates its groups)."""

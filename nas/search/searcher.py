@@ -261,6 +261,7 @@ class OptunaMultiObjectiveSearcher(Searcher):
                 return Searcher.FINISHED
             if self._proxy is not None and not _enqueued(trial):
                 trial = self._through_proxy(trial)
+        store.write_held_params(self._study)  # in the database before the trial runs anywhere
         self._numbers[trial_id] = trial.number
         self._trials[trial_id] = trial
         self._histories[trial_id] = []

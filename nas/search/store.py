@@ -121,62 +121,152 @@ def single_writer_storage(backend: Any) -> Any:
     """Optuna's caching storage over ``backend`` (an ``RDBStorage``), for the one process that writes the study.
 
     Optuna's own cache keeps finished trials but reads every unfinished trial back from the database
-    on each ``get_all_trials``, in case another process changed it. TPE calls that two or three times
-    per ask (constant liar: running trials count), so with K trials running an ask read K trials with
-    all their params and attributes: 0.23 s per read at K = 100 on SQLite (``benchmarks/bench_scale.py``),
-    three quarters of the controller's time. Here only the trials written through this storage since
-    the last read (and trials created since) are read back; the others cannot have changed, because
-    a search's study has one writer (``SearchLock``). Readers in other processes are unaffected.
+    whenever it is asked for, in case another process changed it: TPE's constant liar asks for all of
+    them two or three times per ask, and each ``tell`` and ``suggest`` reads its trial back again
+    (``benchmarks/bench_scale.py``: three quarters of the controller's time at K = 100). A search's study
+    has one writer (``SearchLock``), so here
+
+    - every write of params, intermediate values and attributes also updates the cached trial (a
+      changed copy: lists handed out earlier keep what they held), which is then served from memory;
+    - a trial whose state changed is read back once (the database sets its timestamps);
+    - the params a trial is given while it is sampled are written together, in one transaction, when
+      the trial is next written or read from the database or on ``flush_params`` (the searcher calls
+      it before handing the trial to Ray); the first value of each parameter name is written at once,
+      so that the database checks it against the distributions other trials used.
+
+    Readers in other processes are unaffected.
     """
+    import copy
+    import json
+
+    from optuna.distributions import check_distribution_compatibility, distribution_to_json
     from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
 
     class SingleWriterStorage(_CachedStorage):
-        """``_CachedStorage`` that re-reads only the unfinished trials this process wrote (see above)."""
+        """``_CachedStorage`` that writes through to its cache and reads back only state changes (see above)."""
 
         def __init__(self, rdb: Any) -> None:
             super().__init__(rdb)
-            self._written: set[int] = set()  # trial ids written since the last read
+            self._written: set[int] = set()  # trial ids whose state changed since the last read
             self._newest: dict[int, int] = {}  # study id -> largest trial id read so far
+            self._held_params: dict[int, list[tuple[str, float, Any]]] = {}  # trial id -> params not written yet
 
         @property
         def engine(self) -> Any:
             """The SQLAlchemy engine of the database."""
             return self._backend.engine
 
-        def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
-            trial_id = super().create_new_trial(study_id, template_trial)
-            self._written.add(trial_id)
-            return trial_id
+        def _change_cached(self, trial_id: int, change: Any) -> None:
+            """Replace the cached trial by a copy that ``change`` updated (under the lock)."""
+            where = self._trial_id_to_study_id_and_number.get(trial_id)
+            if where is None:
+                return
+            trials = self._studies[where[0]].trials
+            updated = copy.copy(trials[where[1]])
+            change(updated)
+            trials[where[1]] = updated
 
         def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                             distribution: Any) -> None:
-            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
-            self._written.add(trial_id)
+            with self._lock:
+                study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+                study = self._studies[study_id]
+                known = study.param_distribution.get(param_name)
+                if known is None:  # first use of the name here: the database compares it with other trials'
+                    self._backend._set_trial_param(trial_id, param_name, param_value_internal, distribution, None)
+                    study.param_distribution[param_name] = distribution
+                else:
+                    check_distribution_compatibility(known, distribution)
+                    self.check_trial_is_updatable(trial_id, study.trials[number].state)
+                    self._held_params.setdefault(trial_id, []).append((param_name, param_value_internal, distribution))
+
+                def change(trial: Any) -> None:
+                    trial.params = {**trial.params, param_name: distribution.to_external_repr(param_value_internal)}
+                    trial.distributions = {**trial.distributions, param_name: distribution}
+
+                self._change_cached(trial_id, change)
+
+        def flush_params(self, trial_id: int | None = None) -> None:
+            """Write the held-back params of ``trial_id`` (every trial's when ``None``) in one transaction."""
+            with self._lock:
+                self._flush_params_locked(trial_id)
+
+        def _flush_params_locked(self, trial_id: int | None) -> None:
+            held = self._held_params if trial_id is None else {trial_id: self._held_params.get(trial_id, [])}
+            held = {t: items for t, items in held.items() if items}
+            if not held:
+                return
+            with _create_scoped_session(self._backend.scoped_session) as session:
+                for held_id, items in held.items():
+                    trial = models.TrialModel.find_or_raise_by_id(held_id, session)
+                    self.check_trial_is_updatable(held_id, trial.state)
+                    session.add_all([models.TrialParamModel(trial_id=held_id, param_name=name, param_value=value,
+                                                            distribution_json=distribution_to_json(distribution))
+                                     for name, value, distribution in items])
+            for held_id in held:
+                self._held_params.pop(held_id, None)
 
         def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+            self.flush_params(trial_id)
             try:
                 return super().set_trial_state_values(trial_id, state=state, values=values)
             finally:
                 self._written.add(trial_id)
 
         def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+            self.flush_params(trial_id)
             super().set_trial_intermediate_value(trial_id, step, intermediate_value)
-            self._written.add(trial_id)
+
+            def change(trial: Any) -> None:
+                trial.intermediate_values = {**trial.intermediate_values, step: float(intermediate_value)}
+
+            with self._lock:
+                self._change_cached(trial_id, change)
 
         def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+            self.flush_params(trial_id)
             super().set_trial_user_attr(trial_id, key, value)
-            self._written.add(trial_id)
+            stored = json.loads(json.dumps(value))  # what a read from the database gives back
+
+            def change(trial: Any) -> None:
+                trial.user_attrs = {**trial.user_attrs, key: stored}
+
+            with self._lock:
+                self._change_cached(trial_id, change)
 
         def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+            self.flush_params(trial_id)
             super().set_trial_system_attr(trial_id, key, value)
-            self._written.add(trial_id)
+            stored = json.loads(json.dumps(value))
+
+            def change(trial: Any) -> None:
+                trial.system_attrs = {**trial.system_attrs, key: stored}
+
+            with self._lock:
+                self._change_cached(trial_id, change)
+
+        def get_trial(self, trial_id: int) -> Any:
+            with self._lock:
+                where = self._trial_id_to_study_id_and_number.get(trial_id)
+                stale = trial_id in self._written
+            if where is None:
+                return self._backend.get_trial(trial_id)
+            if stale:
+                self._read_trials_from_remote_storage(where[0])
+            with self._lock:
+                return self._studies[where[0]].trials[where[1]]
 
         def _read_trials_from_remote_storage(self, study_id: int) -> None:
             with self._lock:
+                self._flush_params_locked(None)
                 study = self._studies.setdefault(study_id, _StudyInfo())
                 written, self._written = self._written, set()
                 if study_id in self._newest:
                     changed = study.unfinished_trial_ids & written
+                    if not changed:  # no other process writes the study: nothing can have changed
+                        return
                     newer_than = self._newest[study_id]
                 else:  # the first read: everything Optuna's cache does not hold yet
                     changed = set(study.unfinished_trial_ids)
@@ -191,6 +281,15 @@ def single_writer_storage(backend: Any) -> Any:
                         study.last_finished_trial_id = max(study.last_finished_trial_id, trial._trial_id)
                     else:
                         study.unfinished_trial_ids.add(trial._trial_id)
+
+        def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
+            # The new trial comes back from the database complete: it need not be read again.
+            trial_id = super().create_new_trial(study_id, template_trial)
+            with self._lock:
+                self._studies[study_id].unfinished_trial_ids.add(trial_id)
+                if study_id in self._newest:
+                    self._newest[study_id] = max(self._newest[study_id], trial_id)
+            return trial_id
 
     return SingleWriterStorage(backend)
 
@@ -287,6 +386,13 @@ def frozen_trial(study: Any, number: int) -> Any:
 def frozen_of(trial: Any) -> Any:
     """A live ``optuna.Trial`` as the storage has it now."""
     return trial.study._storage.get_trial(trial._trial_id)
+
+
+def write_held_params(study: Any) -> None:
+    """Write the params the controller's storage holds back while trials are sampled (``single_writer_storage``)."""
+    flush = getattr(study._storage, "flush_params", None)
+    if flush is not None:
+        flush()
 
 
 def live_trial(study: Any, number: int) -> Any:
