@@ -202,3 +202,28 @@ def test_ray_asha_records_what_it_stops() -> None:
                                                                                           strict=True)]
     stopped = {t.trial_id for t, d in zip(trials, decisions, strict=True) if d == TrialScheduler.STOP}
     assert stopped and asha.stopped_trials == stopped
+
+
+def test_two_objective_ranks_and_crowding_match_front_by_front_peeling() -> None:
+    """The O(n log n) 2-D ranks and the all-fronts crowding give what peeling one front at a time gives."""
+    from nas.results import pareto
+
+    rng = np.random.default_rng(7)
+    for case in range(200):
+        n = int(rng.integers(0, 80))
+        pts = rng.integers(0, 5, size=(n, 2)).astype(float) if case % 2 else rng.normal(size=(n, 2))
+        directions = ["max", "min"] if case % 3 else ["min", "min"]
+        low = pareto._to_min(pts, directions)
+        expected = np.full(n, -1)
+        remaining, rank = np.arange(n), 0
+        while remaining.size:
+            mask = pareto._nondominated_min(low[remaining])
+            expected[remaining[mask]] = rank
+            remaining, rank = remaining[~mask], rank + 1
+        ranks = pareto.non_dominated_ranks(pts, directions)
+        assert np.array_equal(ranks, expected)
+        crowd = np.zeros(n)
+        for r in np.unique(ranks):
+            members = np.flatnonzero(ranks == r)
+            crowd[members] = pareto.crowding_distance(pts[members], directions)
+        assert np.array_equal(pareto.crowding_by_rank(pts, ranks, directions), crowd)

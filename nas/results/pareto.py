@@ -110,8 +110,14 @@ def pareto_mask(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
 
 
 def non_dominated_ranks(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Non-dominated rank of every point: 0 for the front, 1 for the front once 0 is removed, and so on."""
+    """Non-dominated rank of every point: 0 for the front, 1 for the front once 0 is removed, and so on.
+
+    Two objectives take one sweep in O(n log n) (``_ranks_2d``: a MOASHA rung of 20,000 points in
+    milliseconds instead of a second); more objectives peel one front at a time.
+    """
     pts = _to_min(points, directions)
+    if pts.ndim == 2 and pts.shape[1] == 2:
+        return _ranks_2d(pts)
     ranks = np.full(pts.shape[0], -1, dtype=int)
     remaining = np.arange(pts.shape[0])
     rank = 0
@@ -121,6 +127,66 @@ def non_dominated_ranks(points: np.ndarray, directions: Sequence[str]) -> np.nda
         remaining = remaining[~mask]
         rank += 1
     return ranks
+
+
+def _ranks_2d(pts: np.ndarray) -> np.ndarray:
+    """Non-dominated ranks of 2-D points to minimise, in one sweep.
+
+    Points go by increasing first objective (then second). Each front keeps its latest member, the one
+    with the smallest second objective so far; a point joins the first front whose latest member does
+    not dominate it, and becomes that member. A member ``(x', y')`` met earlier (``x' <= x``) dominates
+    ``(x, y)`` exactly when ``(y', x') < (y, x)``, and the fronts' latest members stay in that order, so
+    the front is found by binary search on ``y'`` (ties on ``y'`` decided by ``x'``).
+    """
+    import bisect
+
+    n = pts.shape[0]
+    order = np.lexsort((pts[:, 1], pts[:, 0]))
+    xs, ys = pts[order, 0].tolist(), pts[order, 1].tolist()
+    front_y: list[float] = []
+    front_x: list[float] = []
+    sorted_ranks = [0] * n
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        k = bisect.bisect_left(front_y, y)
+        while k < len(front_y) and front_y[k] == y and front_x[k] < x:
+            k += 1
+        if k == len(front_y):
+            front_y.append(y)
+            front_x.append(x)
+        else:
+            front_y[k], front_x[k] = y, x
+        sorted_ranks[i] = k
+    ranks = np.empty(n, dtype=int)
+    ranks[order] = sorted_ranks
+    return ranks
+
+
+def crowding_by_rank(points: np.ndarray, ranks: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """``crowding_distance`` of every point within its own front (the points of equal rank), all fronts at once."""
+    pts = _to_min(points, directions)
+    n, m = pts.shape
+    ranks = np.asarray(ranks)
+    dist = np.zeros(n, dtype=float)
+    if n == 0:
+        return dist
+    sizes = np.bincount(ranks)
+    for j in range(m):
+        order = np.lexsort((np.arange(n), pts[:, j], ranks))  # by front, then value (stable)
+        col, front = pts[order, j], ranks[order]
+        starts = np.flatnonzero(np.r_[True, front[1:] != front[:-1]])
+        ends = np.r_[starts[1:], n] - 1
+        span = np.repeat(col[ends] - col[starts], ends - starts + 1)
+        gaps = np.zeros(n, dtype=float)
+        inner = np.ones(n, dtype=bool)
+        inner[starts] = inner[ends] = False
+        inside = np.flatnonzero(inner)
+        gaps[inside] = (col[inside + 1] - col[inside - 1]) / np.where(span[inside] > 0, span[inside], 1.0)
+        gaps[starts] = gaps[ends] = np.inf
+        gaps[span <= 0] = 0.0  # a constant objective in a front adds nothing, not even to its ends
+        dist[order] += gaps
+    dist /= m
+    dist[sizes[ranks] <= 2] = np.inf  # fronts of one or two points
+    return dist
 
 
 def crowding_distance(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:

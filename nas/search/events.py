@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from nas.errors import traceback_line
 from nas.results.layout import SPACE_FILE, trial_dir
 from nas.results.metrics import METRICS
-from nas.results.records import COMPLETE, FAIL, PRUNED, TrialRecord, records_from_study
+from nas.results.records import COMPLETE, FAIL, PRUNED, TrialRecord, record_of, records_from_study
 from nas.search import store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,13 +49,15 @@ class EventPump:
 
     HOLD_LIMIT_S = 0.5
     QUEUE_LIMIT = 10_000
+    IDLE_S = 0.25  # how long the queue stays empty before ``on_idle`` runs
 
-    def __init__(self) -> None:
+    def __init__(self, on_idle: Callable[[], None] | None = None) -> None:
         import queue
         import threading
 
         self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None] = queue.Queue(
             maxsize=self.QUEUE_LIMIT)
+        self._on_idle = on_idle
         self.errors: list[str] = []
         self._handovers = 0
         self._held_until = 0.0
@@ -74,15 +76,27 @@ class EventPump:
             self._held_until = 0.0
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        import queue
+
+        while True:
+            try:
+                item = self._queue.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                if self._on_idle is not None:
+                    self._call(self._on_idle, (), {})
+                continue
+            if item is None:
+                return
             while (wait := self._held_until - time.monotonic()) > 0:
                 time.sleep(min(wait, 0.005))
-            function, args, kwargs = item
-            try:
-                function(*args, **kwargs)
-            except Exception as error:  # tracking trouble must not stop the search; reported at the end
-                log.warning("bookkeeping: %s failed: %s", getattr(function, "__name__", function), error)
-                self.errors.append(f"{type(error).__name__}: {error}")
+            self._call(*item)
+
+    def _call(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            function(*args, **kwargs)
+        except Exception as error:  # tracking trouble must not stop the search; reported at the end
+            log.warning("bookkeeping: %s failed: %s", getattr(function, "__name__", function), error)
+            self.errors.append(f"{type(error).__name__}: {error}")
 
     def submit(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Queue ``function(*args, **kwargs)``."""
@@ -96,7 +110,17 @@ class EventPump:
 
 
 class Bookkeeper:
-    """Ray Tune callback: the single place where trial events reach the study's extras and listeners."""
+    """Ray Tune callback: the single place where trial events reach the study's extras and listeners.
+
+    The front (records of every trial, the summary, the hypervolume history, the listeners' views) is
+    updated after trials end, but at most once per ``FRONT_INTERVAL_S`` and never sooner than
+    ``FRONT_SHARE`` times as long as the last update took after it, so that at thousands of trials
+    the update, which reads the whole study, stays a small share of the controller's time; an update
+    held back is made when the queue runs empty, and a forced one (the end of the search) at once.
+    """
+
+    FRONT_INTERVAL_S = 1.0
+    FRONT_SHARE = 4.0
 
     def __init__(self, prepared: PreparedSearch, searcher: Any, listeners: Sequence[Any]) -> None:
         self.prepared = prepared
@@ -106,8 +130,12 @@ class Bookkeeper:
         self.nodes: dict[int, str] = {}
         self.started: set[int] = set()  # trials listeners heard start
         self.started_at = time.monotonic()
-        self._pump = EventPump()
-        self._front_pending = False
+        self._pump = EventPump(on_idle=self._front_if_due)
+        self._front_pending = False  # an update is queued
+        self._front_wanted = False  # an update was held back by the interval
+        self._front_due = 0.0  # monotonic time before which no unforced update runs
+        self._finished_records: dict[int, TrialRecord] = {}  # a finished trial's record does not change
+        self._metric_names: list[str] | None = None
         from nas.results.pareto import HypervolumeHistory
 
         self.history = HypervolumeHistory(prepared.objectives)
@@ -224,22 +252,59 @@ class Bookkeeper:
         """Recompute the front off Ray's event loop; several completions in a row need one update."""
         if self._front_pending and not force:
             return
+        if not force and time.monotonic() < self._front_due:
+            self._front_wanted = True  # made when due, by the next completion or the idle pump
+            return
         self._front_pending = True
         self._pump.submit(self._update_front_now, force=force)
 
+    def _front_if_due(self) -> None:
+        """The pump ran empty: make a held-back front update once it is due."""
+        if self._front_wanted and not self._front_pending and time.monotonic() >= self._front_due:
+            self._update_front_now(force=False)
+
     def close(self) -> list[str]:
-        """Finish all queued bookkeeping; returns the errors it met."""
+        """Finish all queued bookkeeping, and wait for listeners that write elsewhere (``drain``, the MLflow
+        writer process) to write it; returns the errors met on the way."""
         self._pump.close()
-        return self._pump.errors
+        errors = list(self._pump.errors)
+        for listener in self.listeners:
+            drain = getattr(listener, "drain", None)
+            if drain is not None:
+                errors += drain()
+        return errors
 
     def _update_front_now(self, *, force: bool) -> None:
+        self._front_pending = False
+        self._front_wanted = False
+        started = time.monotonic()
+        try:
+            self._publish_front(force=force)
+        finally:
+            ended = time.monotonic()
+            self._front_due = ended + max(self.FRONT_INTERVAL_S, self.FRONT_SHARE * (ended - started))
+
+    def _records(self, frozen: Sequence[Any]) -> list[TrialRecord]:
+        """Every trial's record; a finished trial's is made once and kept."""
+        if self._metric_names is None:
+            self._metric_names = list(self.prepared.study.metric_names or [])
+        records = []
+        for trial in frozen:
+            record = self._finished_records.get(trial.number)
+            if record is None:
+                record = record_of(trial, self._metric_names)
+                if trial.state.is_finished():
+                    self._finished_records[trial.number] = record
+            records.append(record)
+        return sorted(records, key=lambda r: r.number)
+
+    def _publish_front(self, *, force: bool) -> None:
         from collections import Counter
 
         from nas.search.summary import SUMMARY_ATTR, search_summary
 
-        self._front_pending = False
         frozen = self.prepared.study.get_trials(deepcopy=False)
-        records = records_from_study(self.prepared.study, frozen)
+        records = self._records(frozen)
         # What nas status / nas pareto show, so that they need not read every trial of a large study.
         self.prepared.study.set_user_attr(SUMMARY_ATTR, search_summary(
             records, self.prepared.objectives, Counter(t.state.name for t in frozen)))

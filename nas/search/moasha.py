@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from nas.results.pareto import crowding_distance, epsilon_net_order, non_dominated_ranks
+from nas.results.pareto import crowding_by_rank, epsilon_net_order, non_dominated_ranks
 from nas.search.choices import DEFAULT_PRIORITY, PRIORITIES, SCHEDULERS
 
 if TYPE_CHECKING:
@@ -47,10 +47,7 @@ def rung_order(points: np.ndarray | Sequence[Sequence[float]], directions: Seque
     if priority == "epsnet":
         return epsilon_net_order(pts, directions)
     ranks = non_dominated_ranks(pts, directions)
-    crowd = np.zeros(pts.shape[0], dtype=float)
-    for r in np.unique(ranks):
-        members = np.flatnonzero(ranks == r)
-        crowd[members] = crowding_distance(pts[members], directions)
+    crowd = crowding_by_rank(pts, ranks, directions)
     signs = np.where(np.asarray(directions) == "max", -1.0, 1.0)
     low = pts * signs
     span = np.ptp(low, axis=0)
