@@ -152,6 +152,7 @@ def single_writer_storage(backend: Any) -> Any:
             self._written: set[int] = set()  # trial ids whose state changed since the last read
             self._newest: dict[int, int] = {}  # study id -> largest trial id read so far
             self._held_params: dict[int, list[tuple[str, float, Any]]] = {}  # trial id -> params not written yet
+            self._in_order: set[int] = set()  # studies whose cached trials were added in number order
 
         @property
         def engine(self) -> Any:
@@ -281,6 +282,33 @@ def single_writer_storage(backend: Any) -> Any:
                         study.last_finished_trial_id = max(study.last_finished_trial_id, trial._trial_id)
                     else:
                         study.unfinished_trial_ids.add(trial._trial_id)
+
+        def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Any = None) -> list[Any]:
+            self._read_trials_from_remote_storage(study_id)
+            with self._lock:
+                trials = self._studies[study_id].trials
+                # Kept in number order (see _add_trials_to_cache): no sort of the whole study per call.
+                listed = list(trials.values()) if study_id in self._in_order else sorted(
+                    trials.values(), key=lambda t: t.number)
+                if states is not None:
+                    listed = [t for t in listed if t.state in states]
+                return copy.deepcopy(listed) if deepcopy else listed
+
+        def _add_trials_to_cache(self, study_id: int, trials: list[Any]) -> None:
+            study = self._studies[study_id]
+            in_order = study_id in self._in_order or not study.trials
+            newest = next(reversed(study.trials), None)
+            for trial in trials:
+                if trial.number in study.trials:
+                    continue  # replaced in place
+                if newest is not None and trial.number < newest:
+                    in_order = False  # a trial older than the newest one cached, added after it
+                newest = trial.number if newest is None else max(newest, trial.number)
+            super()._add_trials_to_cache(study_id, trials)
+            if in_order:
+                self._in_order.add(study_id)
+            else:
+                self._in_order.discard(study_id)
 
         def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
             # The new trial comes back from the database complete: it need not be read again.
