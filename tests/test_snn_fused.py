@@ -258,22 +258,30 @@ def _train_briefly(cfg: object, images: torch.Tensor, labels: torch.Tensor, fuse
     return losses, acc
 
 
-@pytest.mark.parametrize("pool_args", [(2,), (3, 2, 1)])
-def test_channels_last_max_pool_matches_nchw_pool_with_ties(pool_args: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("pool_args", [(2,), (3,), (3, 2, 1)])
+def test_fast_max_pool_matches_nchw_pool_with_ties(pool_args: tuple[int, ...]) -> None:
+    """The window kernels (k x k, stride k) and the channels-last path (others) against PyTorch's NCHW
+    pool: same values, same argmax (ties, NaN, -inf), same gradient bits (a -0.0 gradient included)."""
     from nas.snn.layers import MaxPool2d
 
     fast = MaxPool2d(*pool_args)
     with cpu_fast_paths(False):
         plain = MaxPool2d(*pool_args)
     torch.manual_seed(5)
-    for data in (torch.randn(4, 5, 13, 12), torch.randint(0, 3, (4, 5, 13, 12)).float()):  # many ties
+    special = torch.randn(4, 5, 13, 12)
+    special[0, 0, :3, :3] = float("nan")
+    special[0, 1, 0, 1] = special[0, 1, 1, 0] = float("nan")
+    special[1, 2, :6, :6] = float("-inf")
+    for data in (torch.randn(4, 5, 13, 12), torch.randint(0, 3, (4, 5, 13, 12)).float(), special):  # many ties
         a, b = data.clone().requires_grad_(), data.clone().requires_grad_()
         ya, yb = fast(a), plain(b)
-        assert torch.equal(ya, yb) and ya.is_contiguous()
+        assert torch.equal(ya.nan_to_num(7.0), yb.nan_to_num(7.0)) and ya.is_contiguous()
+        assert torch.equal(ya.isnan(), yb.isnan())
         g = torch.randn(ya.shape)
+        g[0, 0, 0, 0] = -0.0
         ya.backward(g)
         yb.backward(g)
-        assert torch.equal(a.grad, b.grad)
+        assert torch.equal(a.grad, b.grad) and torch.equal(a.grad.signbit(), b.grad.signbit())
 
 
 def test_snnmlp_fast_paths_match_the_plain_model_to_rounding() -> None:
