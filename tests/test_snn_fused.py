@@ -303,3 +303,31 @@ def test_snnmlp_fast_paths_match_the_plain_model_to_rounding() -> None:
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
     for (name, p_fast), p_plain in zip(fast.named_parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("time_steps", [1, 2])
+def test_resformer_fast_paths_match_the_plain_model_to_rounding(time_steps: int) -> None:
+    """SpikingResformer's fast paths (channels-last convs and BatchNorm, fused neurons, pool kernels)
+    change only float rounding (no spike flips on this input: logits agree to ~1e-7)."""
+    from nas.snn import SpikingResformer, SpikingResformerConfig
+
+    cfg = SpikingResformerConfig(img_size=28, in_chans=1, num_classes=10, planes=(16, 32), heads=(1, 2), blocks=(1, 1),
+                                 patch_sizes=(2, 1), group_size=16, stem="conv_pool", time_steps=time_steps,
+                                 scaling="none", neuron=NeuronConfig(surrogate="atan", alpha=2.0, v_threshold=0.25,
+                                                                     tau=1.5, v_reset=None))
+    torch.manual_seed(0)
+    fast = SpikingResformer(cfg)
+    with cpu_fast_paths(False):
+        torch.manual_seed(0)
+        plain = SpikingResformer(cfg)
+    assert fast.channels_last and not plain.channels_last
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(2))
+    logits = []
+    for model in (fast, plain):
+        out = model(x)
+        logits.append(out.detach())
+        torch.nn.functional.cross_entropy(out, y).backward()
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-5)
+    for (name, p_fast), p_plain in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-3, atol=1e-5, msg=name)
