@@ -38,21 +38,24 @@ class Seq(nn.Module):
 
 
 class _WindowMaxPool(torch.autograd.Function):
-    """k x k, stride-k max-pool of a contiguous float32 NCHW tensor by the kernels of
-    :mod:`nas.snn._pool_kernel` (PyTorch's results, see there)."""
+    """k x k, stride-k max-pool of a float32 NCHW tensor, contiguous or channels-last, by the kernels
+    of :mod:`nas.snn._pool_kernel` (PyTorch's results, see there). The output is contiguous; the input
+    gradient has the input's layout."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, k: int) -> torch.Tensor:  # type: ignore[override]
         from nas.snn import _pool_kernel
 
         n, c, h, w = x.shape
+        channels_last = not x.is_contiguous()
         out = torch.empty(n, c, h // k, w // k, dtype=x.dtype)
         arg = torch.empty(out.shape, dtype=torch.uint8)
-        _pool_kernel.pool_forward(k)(x.view(n * c, h, w).numpy(), out.view(n * c, h // k, w // k).numpy(),
-                                  arg.view(n * c, h // k, w // k).numpy())
+        # A channels-last x goes to the kernel as its [N, H, W, C] view (no copy).
+        _pool_kernel.pool_forward(k, channels_last)(_kernel_view(x, channels_last), out.numpy(), arg.numpy())
         ctx.save_for_backward(arg)
         ctx.k = k
         ctx.shape = x.shape
+        ctx.channels_last = channels_last
         ctx.mark_non_differentiable(arg)
         return out
 
@@ -62,17 +65,23 @@ class _WindowMaxPool(torch.autograd.Function):
         from nas.snn import _pool_kernel
 
         (arg,) = ctx.saved_tensors
-        n, c, h, w = ctx.shape
-        planes = arg.view(n * c, arg.shape[2], arg.shape[3])
-        gx = torch.empty(ctx.shape, dtype=g.dtype)
-        _pool_kernel.pool_backward(g.contiguous().view(planes.shape).numpy(), planes.numpy(), ctx.k,
-                                   gx.view(n * c, h, w).numpy())
+        layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        gx = torch.empty(ctx.shape, dtype=g.dtype, memory_format=layout)
+        _pool_kernel.pool_backward(ctx.k, ctx.channels_last)(
+            g.contiguous().numpy(), arg.numpy(), _kernel_view(gx, ctx.channels_last)
+        )
         return gx, None
+
+
+def _kernel_view(t: torch.Tensor, channels_last: bool) -> Any:
+    """The numpy view of an NCHW tensor that the pool kernels take: [N, H, W, C] if channels-last."""
+    return (t.permute(0, 2, 3, 1) if channels_last else t).numpy()
 
 
 class MaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` with the CPU fast paths: the numba kernels of :mod:`nas.snn._pool_kernel` for a
-    k x k stride-k pool of a contiguous float32 tensor (the zoo's stems), channels-last otherwise.
+    k x k stride-k pool of a float32 tensor, contiguous or channels-last (the zoo's stems), PyTorch's
+    pool in channels-last otherwise.
 
     PyTorch's CPU max-pool over an NCHW tensor is a scalar loop: 10 ms for the Mixer-SNN stem's
     [64, 36, 28, 28] here, against 1.2 ms in channels-last, where it vectorises over channels, or
@@ -101,7 +110,8 @@ class MaxPool2d(nn.MaxPool2d):
         if not self.channels_last or x.dim() != 4 or not eager_cpu_float32(x):
             return super().forward(x)
         k = self._window_size()
-        if k is not None and x.is_contiguous() and x.shape[2] >= k and x.shape[3] >= k:
+        layout_ok = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+        if k is not None and layout_ok and x.shape[2] >= k and x.shape[3] >= k:
             return _WindowMaxPool.apply(x, k)
         pooled = super().forward(x.contiguous(memory_format=torch.channels_last))
         if self.return_indices:
