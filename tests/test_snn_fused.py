@@ -258,22 +258,35 @@ def _train_briefly(cfg: object, images: torch.Tensor, labels: torch.Tensor, fuse
     return losses, acc
 
 
-@pytest.mark.parametrize("pool_args", [(2,), (3, 2, 1)])
-def test_channels_last_max_pool_matches_nchw_pool_with_ties(pool_args: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("pool_args", [(2,), (3,), (3, 2, 1)])
+def test_fast_max_pool_matches_nchw_pool_with_ties(pool_args: tuple[int, ...]) -> None:
+    """The window kernels (k x k, stride k; NCHW and channels-last inputs) and PyTorch's channels-last
+    pool (others) against PyTorch's NCHW pool: same values, same argmax (ties, NaN, -inf), same
+    gradient bits (a -0.0 gradient included), the input gradient in the input's layout."""
     from nas.snn.layers import MaxPool2d
 
     fast = MaxPool2d(*pool_args)
     with cpu_fast_paths(False):
         plain = MaxPool2d(*pool_args)
     torch.manual_seed(5)
-    for data in (torch.randn(4, 5, 13, 12), torch.randint(0, 3, (4, 5, 13, 12)).float()):  # many ties
+    special = torch.randn(4, 5, 13, 12)
+    special[0, 0, :3, :3] = float("nan")
+    special[0, 1, 0, 1] = special[0, 1, 1, 0] = float("nan")
+    special[1, 2, :6, :6] = float("-inf")
+    samples = (torch.randn(4, 5, 13, 12), torch.randint(0, 3, (4, 5, 13, 12)).float(), special)  # many ties
+    for data in samples + tuple(t.contiguous(memory_format=torch.channels_last) for t in samples):
         a, b = data.clone().requires_grad_(), data.clone().requires_grad_()
         ya, yb = fast(a), plain(b)
-        assert torch.equal(ya, yb) and ya.is_contiguous()
+        assert torch.equal(ya.nan_to_num(7.0), yb.nan_to_num(7.0)) and ya.is_contiguous()
+        assert torch.equal(ya.isnan(), yb.isnan())
         g = torch.randn(ya.shape)
+        g[0, 0, 0, 0] = -0.0
         ya.backward(g)
         yb.backward(g)
-        assert torch.equal(a.grad, b.grad)
+        assert torch.equal(a.grad, b.grad) and torch.equal(a.grad.signbit(), b.grad.signbit())
+        assert a.grad.is_contiguous(memory_format=torch.channels_last) == data.is_contiguous(
+            memory_format=torch.channels_last
+        )
 
 
 def test_snnmlp_fast_paths_match_the_plain_model_to_rounding() -> None:
@@ -293,5 +306,58 @@ def test_snnmlp_fast_paths_match_the_plain_model_to_rounding() -> None:
     for model in (fast, plain):
         torch.nn.functional.cross_entropy(model(x), y).backward()
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
+    for (name, p_fast), p_plain in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("time_steps", [1, 2])
+def test_resformer_fast_paths_match_the_plain_model_to_rounding(time_steps: int) -> None:
+    """SpikingResformer's fast paths (channels-last convs and BatchNorm, fused neurons, pool kernels)
+    change only float rounding (no spike flips on this input: logits agree to ~1e-7)."""
+    from nas.snn import SpikingResformer, SpikingResformerConfig
+
+    cfg = SpikingResformerConfig(img_size=28, in_chans=1, num_classes=10, planes=(16, 32), heads=(1, 2), blocks=(1, 1),
+                                 patch_sizes=(2, 1), group_size=16, stem="conv_pool", time_steps=time_steps,
+                                 scaling="none", neuron=NeuronConfig(surrogate="atan", alpha=2.0, v_threshold=0.25,
+                                                                     tau=1.5, v_reset=None))
+    torch.manual_seed(0)
+    fast = SpikingResformer(cfg)
+    with cpu_fast_paths(False):
+        torch.manual_seed(0)
+        plain = SpikingResformer(cfg)
+    assert fast.channels_last and not plain.channels_last
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(2))
+    logits = []
+    for model in (fast, plain):
+        out = model(x)
+        logits.append(out.detach())
+        torch.nn.functional.cross_entropy(out, y).backward()
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-5)
+    for (name, p_fast), p_plain in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_mixer_conv_pool_stem_fast_path_matches_the_plain_model_to_rounding() -> None:
+    """Mixer-SNN's channels-last conv_pool stem changes only float rounding (no spike flips here)."""
+    from nas.snn import MixerSNN, MixerSNNConfig
+
+    cfg = MixerSNNConfig(img_size=28, in_chans=1, num_classes=10, dim=12, depths=(1, 1), patch_size=2, spe=False,
+                         time_steps=2, stem="conv_pool", neuron=NeuronConfig(v_threshold=0.5, v_reset=None,
+                                                                               surrogate="atan", alpha=3.0))
+    torch.manual_seed(0)
+    fast = MixerSNN(cfg)
+    with cpu_fast_paths(False):
+        torch.manual_seed(0)
+        plain = MixerSNN(cfg)
+    assert fast.stem_channels_last and not plain.stem_channels_last
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(2))
+    logits = []
+    for model in (fast, plain):
+        out = model(x)
+        logits.append(out.detach())
+        torch.nn.functional.cross_entropy(out, y).backward()
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-5)
     for (name, p_fast), p_plain in zip(fast.named_parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-3, atol=1e-5, msg=name)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from nas.snn._registry import build_variant, register_model
+from nas.snn.fastpath import cpu_fast_paths_enabled
 from nas.snn.layers import (
     MaxPool2d,
     Seq,
@@ -219,6 +220,13 @@ class MixerSNN(nn.Module):
             self.stem = _conv_bn(cfg.in_chans, cfg.dim, p, p)
         else:
             self.stem = nn.Sequential(*_conv_bn(cfg.in_chans, cfg.dim, 3, 1, 1), MaxPool2d(p))
+        # A CPU fast path: the conv_pool stem (conv, BN, pool on the largest activations of the
+        # network) in channels-last layout, where PyTorch's CPU BatchNorm is 4x faster ([64, 36, 28, 28]:
+        # 2.3 against 9.2 ms forward + backward) and the 3x3 conv 2x; the pool returns a contiguous
+        # tensor, so the blocks run as before. Results differ only in float rounding.
+        self.stem_channels_last = cfg.stem == "conv_pool" and cpu_fast_paths_enabled()
+        if self.stem_channels_last:
+            self.stem.to(memory_format=torch.channels_last)
         stages = []
         c_in = cfg.dim
         for i, (depth, n) in enumerate(zip(cfg.depths, cfg.stage_resolutions(), strict=True)):
@@ -232,6 +240,8 @@ class MixerSNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reset_states(self)
         # The stem is stateless and sees the same image at every step: compute it once.
+        if self.stem_channels_last and not torch.jit.is_tracing():
+            x = x.contiguous(memory_format=torch.channels_last)
         h = repeat_time(self.stem(x), self.time_steps)
         x = self.stages(h)
         feats = self.norm(x).mean((3, 4))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from nas.snn._registry import build_variant, register_model
+from nas.snn.fastpath import cpu_fast_paths_enabled
 from nas.snn.layers import (
     Matmul,
     MaxPool2d,
@@ -269,6 +270,19 @@ class SpikingResformer(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        # A CPU fast path, as SNN-MLP's: convs and BatchNorm in channels-last layout (conv weights
+        # here, the input in forward). PyTorch's CPU BatchNorm is 4-5x faster so ([64, 96, 14, 14]:
+        # 1.0 against 4.9 ms forward + backward) and the convs faster too; the fused neurons keep
+        # whatever layout they get. Results differ only in float rounding.
+        self.channels_last = cpu_fast_paths_enabled()
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _layout(self, images: torch.Tensor) -> torch.Tensor:
+        """``images [N, C, H, W]`` in the layout of the convs (channels-last on the fast path)."""
+        if self.channels_last and not torch.jit.is_tracing():
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reset_states(self)
@@ -277,10 +291,10 @@ class SpikingResformer(nn.Module):
                 raise ValueError(f"expected {self.time_steps} frames per sample, got {x.shape[1]} ([B, T, C, H, W])")
             # One frame a step: the stem runs on every frame, time folded into the batch.
             frames = x.transpose(0, 1)
-            x = self.stages(self.stem(frames.flatten(0, 1)).unflatten(0, tuple(frames.shape[:2])))
+            x = self.stages(self.stem(self._layout(frames.flatten(0, 1))).unflatten(0, tuple(frames.shape[:2])))
         else:
             # The stem is stateless and sees the same image at every step: compute it once.
-            x = self.stages(repeat_time(self.stem(x), self.time_steps))
+            x = self.stages(repeat_time(self.stem(self._layout(x)), self.time_steps))
         return self.head(x.mean((3, 4))).mean(0)
 
 
