@@ -292,6 +292,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--show", type=Path, help="print the tables of a saved --out file and exit")
     parser.add_argument("--asks", type=int, nargs="+", help="instead: time TPE asks at these study sizes")
+    parser.add_argument("--ask-histories", type=int, nargs="+", default=[0, 1000],
+                        help="sampler histories of the --asks timings (0: every trial)")
+    parser.add_argument("--ask-running", type=int, default=100, help="running trials in the --asks studies")
     parser.add_argument("--label", default="", help="stored with the figures (e.g. before / after)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -313,7 +316,7 @@ def main() -> None:
                 print(f"{saved['label']} ({saved['time']})\n{render(saved['points'])}\n")
         return
     if args.asks:
-        asks = sampler_asks(args.asks, [None, 1000])
+        asks = sampler_asks(args.asks, [h or None for h in args.ask_histories], running=args.ask_running)
         if args.out:
             _append(args.out, {"label": args.label, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "asks": asks})

@@ -227,3 +227,16 @@ def test_two_objective_ranks_and_crowding_match_front_by_front_peeling() -> None
             members = np.flatnonzero(ranks == r)
             crowd[members] = pareto.crowding_distance(pts[members], directions)
         assert np.array_equal(pareto.crowding_by_rank(pts, ranks, directions), crowd)
+
+
+def test_promotion_decision_is_the_newcomers_place_in_the_rung_order() -> None:
+    """The shortcut (only the newcomer's front ordered, when the cut falls in it) decides as the full order."""
+    rng = np.random.default_rng(11)
+    for case in range(400):
+        n = int(rng.integers(0, 40))
+        old = rng.integers(0, 4, size=(n, 2)).astype(float) if case % 2 else rng.normal(size=(n, 2))
+        new = old[int(rng.integers(0, n))] if n and case % 5 == 0 else rng.normal(size=2)
+        eta = float(rng.choice([2, 3, 4]))
+        pts = np.vstack([old.reshape(-1, 2), new])
+        expected = int(np.flatnonzero(rung_order(pts, ["max", "min"]) == n)[0]) < math.ceil((n + 1) / eta)
+        assert promotion_decision(old, new, ["max", "min"], eta) == expected

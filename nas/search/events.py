@@ -2,9 +2,9 @@
 
 Ray Tune calls :func:`ray_callback`'s callback in its event loop; the :class:`Bookkeeper` reads each
 event, writes what the study lacks (restarts, the summary, the hypervolume history) and tells the
-listeners (MLflow tracking, the live view) through one :class:`EventPump` thread, so slow tracking
-never holds up the trials. The hypervolume history is computed here once per front update and handed
-to every listener.
+listeners (MLflow tracking, which queues for its writer process, and the live view) through one
+:class:`EventPump` thread, so slow tracking never holds up the trials. The hypervolume history is
+computed here once per front update and handed to every listener.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class EventPump:
     The queue holds at most ``QUEUE_LIMIT`` items: when tracking falls that far behind (a slow MLflow
     server, thousands of workers), ``submit`` waits for room instead of letting the backlog, and what a
     crash would lose of it, grow without bound. The study is written before anything is queued: a
-    resume ends every trial's MLflow run as the study says (``search_resumed``); only per-epoch metrics
-    still queued when the process died are missing from MLflow.
+    resume ends every trial's MLflow run as the study says and logs the epochs MLflow lacks from the
+    trials' histories (``search_resumed``), so nothing still queued when the process died is lost.
     """
 
     HOLD_LIMIT_S = 0.5
@@ -120,7 +120,7 @@ class Bookkeeper:
     """
 
     FRONT_INTERVAL_S = 1.0
-    FRONT_SHARE = 4.0
+    FRONT_SHARE = 9.0
 
     def __init__(self, prepared: PreparedSearch, searcher: Any, listeners: Sequence[Any]) -> None:
         self.prepared = prepared

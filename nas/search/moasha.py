@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from nas.results.pareto import crowding_by_rank, epsilon_net_order, non_dominated_ranks
+from nas.results.pareto import crowding_by_rank, crowding_distance, epsilon_net_order, non_dominated_ranks
 from nas.search.choices import DEFAULT_PRIORITY, PRIORITIES, SCHEDULERS
 
 if TYPE_CHECKING:
@@ -47,15 +47,21 @@ def rung_order(points: np.ndarray | Sequence[Sequence[float]], directions: Seque
     if priority == "epsnet":
         return epsilon_net_order(pts, directions)
     ranks = non_dominated_ranks(pts, directions)
-    crowd = crowding_by_rank(pts, ranks, directions)
+    return _ordered(pts, directions, ranks, crowding_by_rank(pts, ranks, directions), np.arange(pts.shape[0]))
+
+
+def _ordered(pts: np.ndarray, directions: Sequence[str], ranks: np.ndarray, crowd: np.ndarray,
+             members: np.ndarray) -> np.ndarray:
+    """``members`` (row indices of ``pts``) in rung order: rank, crowding (larger first), the objectives'
+    sum scaled to [0, 1] over the whole rung, each objective, arrival."""
     signs = np.where(np.asarray(directions) == "max", -1.0, 1.0)
     low = pts * signs
     span = np.ptp(low, axis=0)
-    scaled_sum = np.where(span > 0, (low - low.min(axis=0)) / np.where(span > 0, span, 1.0), 0.0).sum(axis=1)
+    scaled = np.where(span > 0, (low[members] - low.min(axis=0)) / np.where(span > 0, span, 1.0), 0.0)
     # lexsort: the last key is the primary one. After rank, crowding and the scaled sum (the two ends
     # of a 2-D front tie on all three), the first objective decides, then the next ones.
-    by_value = [low[:, j] for j in range(low.shape[1] - 1, -1, -1)]
-    return np.lexsort((np.arange(pts.shape[0]), *by_value, scaled_sum, -crowd, ranks))
+    by_value = [low[members, j] for j in range(low.shape[1] - 1, -1, -1)]
+    return members[np.lexsort((members, *by_value, scaled.sum(axis=1), -crowd[members], ranks[members]))]
 
 
 def promotion_decision(
@@ -68,7 +74,9 @@ def promotion_decision(
     """True when ``new_point`` is in the top ``ceil(n / eta)`` of a rung (``n`` counts it too).
 
     ``rung_points`` are the objective vectors already recorded at the rung, in arrival order; the
-    order is :func:`rung_order`, in which the newcomer, being last, loses every exact tie.
+    order is :func:`rung_order`, in which the newcomer, being last, loses every exact tie. With
+    crowding (``nsga2``) only the newcomer's own front is ordered, and only when the cut falls inside
+    it: the fronts before it all come first (a rung of 20,000 points is decided in milliseconds).
     """
     if eta <= 1:
         raise ValueError(f"eta must be > 1, got {eta}")
@@ -76,8 +84,17 @@ def promotion_decision(
     old = np.asarray(rung_points, dtype=float).reshape(-1, new.shape[1])
     pts = np.vstack([old, new])
     n = pts.shape[0]
-    position = int(np.flatnonzero(rung_order(pts, directions, priority) == n - 1)[0])
-    return position < math.ceil(n / eta)
+    cut = math.ceil(n / eta)
+    if priority != "nsga2":
+        return int(np.flatnonzero(rung_order(pts, directions, priority) == n - 1)[0]) < cut
+    ranks = non_dominated_ranks(pts, directions)
+    ahead = int(np.count_nonzero(ranks < ranks[-1]))
+    peers = np.flatnonzero(ranks == ranks[-1])
+    if ahead >= cut or ahead + peers.size <= cut:
+        return ahead < cut
+    crowd = np.zeros(n)
+    crowd[peers] = crowding_distance(pts[peers], directions)
+    return ahead + int(np.flatnonzero(_ordered(pts, directions, ranks, crowd, peers) == n - 1)[0]) < cut
 
 
 def rung_milestones(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
