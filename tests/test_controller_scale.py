@@ -85,16 +85,21 @@ def test_single_writer_storage_writes_a_trials_params_together(tmp_path: Path) -
         study.ask().suggest_float("x", 0.0, 1.0)
 
 
-def test_bounded_history_sees_recent_trials_front_and_running_ones() -> None:
-    seen: list[list[int]] = []
+def _spied_study(seen: list[list[int]], *, recent: int) -> optuna.Study:
+    """A study whose bounded-history sampler appends the trial numbers it is shown to ``seen``."""
 
     class Spy(optuna.samplers.RandomSampler):
         def sample_independent(self, study, trial, name, distribution):
             seen.append([t.number for t in study._get_trials(deepcopy=False, states=None, use_cache=False)])
             return super().sample_independent(study, trial, name, distribution)
 
-    study = optuna.create_study(directions=["maximize", "minimize"],
-                                sampler=BoundedHistorySampler(Spy(seed=0), recent=3))
+    return optuna.create_study(directions=["maximize", "minimize"],
+                               sampler=BoundedHistorySampler(Spy(seed=0), recent=recent))
+
+
+def test_bounded_history_sees_recent_trials_front_and_running_ones() -> None:
+    seen: list[list[int]] = []
+    study = _spied_study(seen, recent=3)
     values = [(0.9, 1.0), (0.1, 9.0), (0.2, 8.0), (0.3, 7.0), (0.4, 6.0), (0.5, 5.0)]
     for v in values:  # trial 0 dominates every later one: it is the front
         trial = study.ask()
@@ -195,14 +200,7 @@ def test_sampler_history_option_is_checked_before_anything_runs() -> None:
 
 def test_bounded_history_keeps_only_the_newest_running_trials() -> None:
     seen: list[list[int]] = []
-
-    class Spy(optuna.samplers.RandomSampler):
-        def sample_independent(self, study, trial, name, distribution):
-            seen.append([t.number for t in study._get_trials(deepcopy=False, states=None, use_cache=False)])
-            return super().sample_independent(study, trial, name, distribution)
-
-    study = optuna.create_study(directions=["maximize", "minimize"],
-                                sampler=BoundedHistorySampler(Spy(seed=0), recent=2))
+    study = _spied_study(seen, recent=2)
     for v in [(0.9, 1.0), (0.1, 9.0), (0.2, 8.0)]:
         trial = study.ask()
         trial.suggest_float("x", 0, 1)
