@@ -214,7 +214,8 @@ def _pareto(args: argparse.Namespace) -> int:
 
     name = _search_name(args)
     handle = open_search(args.root, name, storage=args.storage)
-    rows = front_rows(handle.front_records, handle.objectives)
+    records, shared = handle.front_points()
+    rows = front_rows(records, handle.objectives, shared)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:

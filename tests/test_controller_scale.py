@@ -179,14 +179,52 @@ def test_status_and_pareto_read_the_stored_summary_while_it_is_current(tmp_path:
         patch.setattr(runs, "records_from_study", no_full_read)
         handle = runs.open_search(tmp_path, "s")
         assert handle.summary == exact
-        assert [r.number for r in handle.front_records] == [0, 1]
+        assert [r.number for r in handle.front_points()[0]] == [0, 1]
     # A trial the summary does not know of, and no controller running: computed from every trial.
     trial = study.ask()
     trial.suggest_int("w", 1, 9)
     study.tell(trial, [0.95, 0.5])
     handle = runs.open_search(tmp_path, "s")
     assert handle.summary["front"] == [4] and handle.summary["counts"]["complete"] == 4
-    assert [r.number for r in handle.front_records] == [4]
+    assert [r.number for r in handle.front_points()[0]] == [4]
+
+
+def test_pareto_reads_and_shows_one_trial_per_distinct_point(tmp_path: Path, monkeypatch, capsys) -> None:
+    from collections import Counter
+
+    from nas.cli import main
+    from nas.results.records import records_from_study
+    from nas.search import runs, store
+    from nas.search.summary import SUMMARY_ATTR, search_summary
+
+    objectives = {"val_acc": "max", "energy_uj": "min"}
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), directions=["maximize", "minimize"])
+    study.set_metric_names(list(objectives))
+    study.set_user_attr("objectives", objectives)
+    for values in ([0.9, 5.0], [0.5, 1.0], [0.9, 5.0], [0.4, 6.0], [0.9, 5.0]):  # trials 2 and 4 repeat trial 0
+        trial = study.ask()
+        trial.suggest_int("w", 1, 9)
+        study.tell(trial, values)
+    frozen = study.get_trials(deepcopy=False)
+    study.set_user_attr(SUMMARY_ATTR, search_summary(records_from_study(study, frozen), objectives,
+                                                     Counter(t.state.name for t in frozen)))
+    runs.write_options(tmp_path / "s", {"name": "s", "storage": url, "trials": 5, "objectives": objectives})
+    read: list[list[int]] = []
+    original = store.trials_by_number
+
+    def spy(study: object, numbers: list[int]) -> list:
+        read.append(sorted(numbers))
+        return original(study, numbers)
+
+    monkeypatch.setattr(runs, "trials_by_number", spy)
+    records, shared = runs.open_search(tmp_path, "s").front_points()
+    assert [r.number for r in records] == [0, 1] and shared == {0: 3, 1: 1} and read == [[0, 1]]
+    assert main(["pareto", "s", "--root", str(tmp_path), "--json"]) == 0
+    import json
+
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["trial"], r["trials"]) for r in rows] == [(0, 3), (1, 1)]
 
 
 def test_sampler_history_option_is_checked_before_anything_runs() -> None:

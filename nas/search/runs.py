@@ -153,14 +153,27 @@ class SearchHandle:
         return search_summary(records_from_study(self.study, frozen), self.objectives,
                               Counter(t.state.name for t in frozen))
 
-    @property
-    def front_records(self) -> list[TrialRecord]:
-        """The records of the Pareto front only, read in one query (see :attr:`summary`)."""
+    def front_points(self) -> tuple[list[TrialRecord], dict[int, int]]:
+        """The Pareto front, one record per distinct point (its lowest-numbered trial), and by that trial
+        how many front members share the point; only those records are read, in one query (see
+        :attr:`summary`: a front of thousands of trials at a handful of points is read in milliseconds)."""
         from nas.results.records import record_of
+        from nas.search.summary import distinct_points
 
+        summary = self.summary
         names = list(self.study.metric_names or [])
-        return sorted((record_of(t, names) for t in trials_by_number(self.study, self.summary["front"])),
-                      key=lambda r: r.number)
+        numbers, values = summary["front"], summary.get("front_values")
+        if values is None:  # a summary stored before front_values: read every member
+            return distinct_points([record_of(t, names) for t in trials_by_number(self.study, numbers)],
+                                   self.objectives)
+        first: dict[tuple[float, ...], int] = {}
+        counts: dict[int, int] = {}
+        for number, point in sorted(zip(numbers, values, strict=True)):
+            kept = first.setdefault(tuple(point), number)
+            counts[kept] = counts.get(kept, 0) + 1
+        records = sorted((record_of(t, names) for t in trials_by_number(self.study, sorted(counts))),
+                         key=lambda r: r.number)
+        return records, counts
 
     def trial_dir(self, number: int) -> Path:
         """Folder holding a finished trial's weights and metrics."""

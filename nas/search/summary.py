@@ -23,11 +23,17 @@ def knee_of(front: list[TrialRecord], objectives: dict[str, str]) -> TrialRecord
     return front[knee_index(points, list(objectives.values()))]
 
 
-def front_rows(records: list[TrialRecord], objectives: dict[str, str]) -> list[dict[str, Any]]:
-    """One row per front member, sorted by the first objective (best first); ``knee`` is True for the knee."""
+def front_rows(records: list[TrialRecord], objectives: dict[str, str],
+               shared: Mapping[int, int] | None = None) -> list[dict[str, Any]]:
+    """One row per distinct point of the front, sorted by the first objective (best first); ``knee`` is
+    True for the knee. Trials with the same objective values are one row, its lowest-numbered trial, and
+    when any point is shared a ``trials`` column counts them (``shared``: counts already known, by trial).
+    """
     from nas.results.pareto import front_of
 
-    front = front_of(records, objectives)
+    front, counts = distinct_points(front_of(records, objectives), objectives)
+    if shared:
+        counts = {n: c - 1 + shared.get(n, 1) for n, c in counts.items()}
     first, mode = next(iter(objectives.items()))
     front.sort(key=lambda r: r.values[first], reverse=(mode == "max"))
     knee = knee_of(front, objectives)
@@ -45,10 +51,24 @@ def front_rows(records: list[TrialRecord], objectives: dict[str, str]) -> list[d
         }
         for name, value in record.values.items():
             row.setdefault(name, value)
+        if any(c > 1 for c in counts.values()):
+            row["trials"] = counts[record.number]
         row["knee"] = record is knee
         row["architecture"] = dict(record.params)
         rows.append(row)
     return rows
+
+
+def distinct_points(records: list[TrialRecord], objectives: dict[str, str]
+                    ) -> tuple[list[TrialRecord], dict[int, int]]:
+    """One record per distinct vector of objective values (the lowest-numbered trial with it), and by
+    that trial's number how many records share the vector."""
+    first: dict[tuple[float, ...], TrialRecord] = {}
+    counts: dict[int, int] = {}
+    for record in sorted(records, key=lambda r: r.number):
+        kept = first.setdefault(tuple(float(record.values[m]) for m in objectives), record)
+        counts[kept.number] = counts.get(kept.number, 0) + 1
+    return list(first.values()), counts
 
 
 def _cell(value: Any) -> str:
@@ -88,6 +108,7 @@ def search_summary(records: list[TrialRecord], objectives: dict[str, str], state
     """
     from nas.results.pareto import front_of
 
+    front = front_of(records, objectives)
     complete = [r for r in records if r.state == COMPLETE and r.values]
     accs = [r.values.get("val_acc") for r in complete if r.values.get("val_acc") is not None]
     energies = [r.values.get("energy_uj") for r in complete if r.values.get("energy_uj") is not None]
@@ -96,7 +117,8 @@ def search_summary(records: list[TrialRecord], objectives: dict[str, str], state
         "counts": count_trials(records).as_dict(),
         "best_val_acc": max(accs) if accs else None,
         "min_energy_uj": min(energies) if energies else None,
-        "front": [r.number for r in front_of(records, objectives)],
+        "front": [r.number for r in front],
+        "front_values": [[float(r.values[m]) for m in objectives] for r in front],
     }
 
 
