@@ -5,12 +5,15 @@ were made with the first command on the code of commit 33cb5d6, ``--limit 1500``
 ``--limit 600`` for K = 10 and 1,000):
 
     PYTHONPATH=. nice -n 15 .venv/bin/python benchmarks/bench_scale.py --points sqlite:10:1000 \
-        sqlite:100:1000 sqlite:1000:1000 postgres:100:1000 --limit 900 --out benchmarks/results/scale.json.gz
-    PYTHONPATH=. nice -n 15 .venv/bin/python benchmarks/bench_scale.py --points sqlite:100:5000:1000 \
-        --limit 2400 --out benchmarks/results/scale.json.gz
-    PYTHONPATH=. nice -n 15 .venv/bin/python benchmarks/bench_scale.py --asks 1000 5000 20000 \
+        sqlite:100:1000 sqlite:1000:1000 postgres:100:1000 sqlite:100:5000:200 --limit 900 \
         --out benchmarks/results/scale.json.gz
+    PYTHONPATH=. nice -n 15 .venv/bin/python benchmarks/bench_scale.py --points sqlite:1000:20000:200 \
+        --limit 4200 --out benchmarks/results/scale.json.gz
+    PYTHONPATH=. nice -n 15 .venv/bin/python benchmarks/bench_scale.py --asks 1000 5000 20000 \
+        --ask-histories 0 1000 200 --out benchmarks/results/scale.json.gz
     PYTHONPATH=. .venv/bin/python benchmarks/bench_scale.py --show benchmarks/results/scale.json.gz
+
+The figures and what they mean are in ``cluster/README.md`` ("How far one controller goes").
 
 Each point ``STORE:K:TRIALS[:HISTORY]`` runs in its own process (memory is that process's peak) with a
 wall-clock ``--limit``: the simulator (``nas.bench.scale``) replays the snnmlp learning-curve table with
