@@ -140,8 +140,7 @@ def test_scale_run_puts_every_event_in_both_stores_once(tmp_path: Path) -> None:
         assert problems == ["mlflow: trial 0 has 2 runs"]
 
 
-@pytest.mark.slow
-@pytest.mark.manual  # about 5 minutes on 2 cores: outside the default run (-m manual)
+@pytest.mark.slow  # about a minute on 2 cores
 def test_scale_run_100_workers_2000_trials_sqlite(tmp_path: Path) -> None:
     """The issue's small scale run: every event in the study and in MLflow exactly once."""
     space = TableSpace(load_table(resolve_table("snnmlp")))
