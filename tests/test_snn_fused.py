@@ -10,6 +10,7 @@ over all elements added in another order (relative 1e-4 here, ~1e-7 typical).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -320,13 +321,19 @@ def test_resformer_fast_paths_match_the_plain_model_to_rounding(time_steps: int)
                                  patch_sizes=(2, 1), group_size=16, stem="conv_pool", time_steps=time_steps,
                                  scaling="none", neuron=NeuronConfig(surrogate="atan", alpha=2.0, v_threshold=0.25,
                                                                      tau=1.5, v_reset=None))
-    torch.manual_seed(0)
-    fast = SpikingResformer(cfg)
-    with cpu_fast_paths(False):
-        torch.manual_seed(0)
-        plain = SpikingResformer(cfg)
+    fast, plain = _fast_and_plain(lambda: SpikingResformer(cfg))
     assert fast.channels_last and not plain.channels_last
     _same_to_rounding(fast, plain)
+
+
+def _fast_and_plain(build: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The same model built with the CPU fast paths and without, from the same seed."""
+    torch.manual_seed(0)
+    fast = build()
+    with cpu_fast_paths(False):
+        torch.manual_seed(0)
+        plain = build()
+    return fast, plain
 
 
 def _same_to_rounding(fast: torch.nn.Module, plain: torch.nn.Module) -> None:
@@ -350,10 +357,6 @@ def test_mixer_conv_pool_stem_fast_path_matches_the_plain_model_to_rounding() ->
     cfg = MixerSNNConfig(img_size=28, in_chans=1, num_classes=10, dim=12, depths=(1, 1), patch_size=2, spe=False,
                          time_steps=2, stem="conv_pool", neuron=NeuronConfig(v_threshold=0.5, v_reset=None,
                                                                                surrogate="atan", alpha=3.0))
-    torch.manual_seed(0)
-    fast = MixerSNN(cfg)
-    with cpu_fast_paths(False):
-        torch.manual_seed(0)
-        plain = MixerSNN(cfg)
+    fast, plain = _fast_and_plain(lambda: MixerSNN(cfg))
     assert fast.stem_channels_last and not plain.stem_channels_last
     _same_to_rounding(fast, plain)
