@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from nas._python import helper_env
 from nas.results.records import TrialRecord
 
 _HEADER = struct.Struct(">Q")
@@ -90,14 +91,11 @@ class FrontRenderer:
 
     def _running(self) -> subprocess.Popen[bytes]:
         if self._process is None or self._process.poll() is not None:
-            package_root = str(Path(__file__).resolve().parents[2])
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "nas.dashboards.renderer"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                env=env,
+                env=helper_env(),
             )
             # Also stopped when the renderer is garbage-collected without close().
             self._stopper = weakref.finalize(self, _shut_down, self._process)

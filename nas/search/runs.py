@@ -158,19 +158,15 @@ class SearchHandle:
         how many front members share the point; only those records are read, in one query (see
         :attr:`summary`: a front of thousands of trials at a handful of points is read in milliseconds)."""
         from nas.results.records import record_of
-        from nas.search.summary import distinct_points
+        from nas.search.summary import shared_points
 
         summary = self.summary
         names = list(self.study.metric_names or [])
         numbers, values = summary["front"], summary.get("front_values")
         if values is None:  # a summary stored before front_values: read every member
-            return distinct_points([record_of(t, names) for t in trials_by_number(self.study, numbers)],
-                                   self.objectives)
-        first: dict[tuple[float, ...], int] = {}
-        counts: dict[int, int] = {}
-        for number, point in sorted(zip(numbers, values, strict=True)):
-            kept = first.setdefault(tuple(point), number)
-            counts[kept] = counts.get(kept, 0) + 1
+            members = [record_of(t, names) for t in trials_by_number(self.study, numbers)]
+            numbers, values = [r.number for r in members], [[r.values[m] for m in self.objectives] for r in members]
+        counts = shared_points(zip(numbers, values, strict=True))
         records = sorted((record_of(t, names) for t in trials_by_number(self.study, sorted(counts))),
                          key=lambda r: r.number)
         return records, counts

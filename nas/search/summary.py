@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ def front_rows(records: list[TrialRecord], objectives: dict[str, str],
     """
     from nas.results.pareto import front_of
 
-    front, counts = distinct_points(front_of(records, objectives), objectives)
+    front = front_of(records, objectives)
+    counts = shared_points((r.number, [r.values[m] for m in objectives]) for r in front)
+    front = [r for r in front if r.number in counts]
     if shared:
         counts = {n: c - 1 + shared.get(n, 1) for n, c in counts.items()}
     first, mode = next(iter(objectives.items()))
@@ -59,16 +61,15 @@ def front_rows(records: list[TrialRecord], objectives: dict[str, str],
     return rows
 
 
-def distinct_points(records: list[TrialRecord], objectives: dict[str, str]
-                    ) -> tuple[list[TrialRecord], dict[int, int]]:
-    """One record per distinct vector of objective values (the lowest-numbered trial with it), and by
-    that trial's number how many records share the vector."""
-    first: dict[tuple[float, ...], TrialRecord] = {}
+def shared_points(points: Iterable[tuple[int, Sequence[float]]]) -> dict[int, int]:
+    """For ``(trial number, objective values)`` pairs: by the lowest-numbered trial of each distinct
+    vector of values, how many trials have that vector."""
+    first: dict[tuple[float, ...], int] = {}
     counts: dict[int, int] = {}
-    for record in sorted(records, key=lambda r: r.number):
-        kept = first.setdefault(tuple(float(record.values[m]) for m in objectives), record)
-        counts[kept.number] = counts.get(kept.number, 0) + 1
-    return list(first.values()), counts
+    for number, point in sorted((n, tuple(float(v) for v in p)) for n, p in points):
+        kept = first.setdefault(point, number)
+        counts[kept] = counts.get(kept, 0) + 1
+    return counts
 
 
 def _cell(value: Any) -> str:

@@ -37,9 +37,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas._python import helper_env
 from nas.errors import NasError
 from nas.results.records import RUNNING, WAITING, TrialRecord
-from nas.tracking._tracker import MlflowTracker, log_model_on_run
+from nas.tracking._tracker import MlflowTracker, _is_number, log_model_on_run
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy
@@ -163,8 +164,7 @@ class TrackerProcess:
     def trial_finished(self, number: int, state: str, *, reason: str | None = None,
                        final_metrics: Mapping[str, Any] | None = None) -> None:
         """Queue ``MlflowTracker.trial_finished`` (only the numeric final metrics travel)."""
-        numbers = {k: v for k, v in (final_metrics or {}).items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        numbers = {k: v for k, v in (final_metrics or {}).items() if _is_number(v)}
         self._post("trial_finished", number, state, reason=reason, final_metrics=numbers or None)
 
     def search_resumed(self, records: list[TrialRecord], *, attrs: dict[str, Any]) -> None:
@@ -249,12 +249,9 @@ def _start_writer(settings: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Co
     """
     request_read, request_write = os.pipe()
     reply_read, reply_write = os.pipe()
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     try:
         process = subprocess.Popen([sys.executable, "-c", _WRITER_MAIN, str(request_read), str(reply_write)],
-                                   pass_fds=(request_read, reply_write), env=env, stdin=subprocess.DEVNULL)
+                                   pass_fds=(request_read, reply_write), env=helper_env(), stdin=subprocess.DEVNULL)
     finally:
         os.close(request_read)
         os.close(reply_write)
