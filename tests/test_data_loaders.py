@@ -153,3 +153,32 @@ def test_gpu_layout_normalises_like_the_cpu_layout(data_dir: Path) -> None:
     assert got.dtype == torch.float32 and got.shape == (info.val_count, 1, 8, 8)
     raw = _registry.load_splits("digits")
     np.testing.assert_allclose(got.numpy(), normalised(raw.val_x, info), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("write_mode", ["raw", "jpg"])
+def test_rgb_image_fields_round_trip_after_the_fast_ffcv_import(tmp_path: Path, write_mode: str) -> None:
+    # nas.data._ffcv imports FFCV with a plain dict for rgb_image's table of image modes (no typed-Dict
+    # compile); FFCV's RGB fields must still write and decode both modes, and numba's Dict stays its own.
+    import numba.typed
+    from ffcv.fields import rgb_image
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import SimpleRGBImageDecoder
+
+    from nas.data._ffcv import IntField, RGBImageField, ffcv
+
+    assert rgb_image.IMAGE_MODES == {"jpg": 0, "raw": 1}
+    assert numba.typed.Dict is numba.typed.typeddict.Dict
+    rows, cols = np.mgrid[0:16, 0:20]  # smooth images: JPEG at quality 95 keeps them within a few levels
+    images = [np.stack([(rows * 8 + 10 * k) % 256, (cols * 6 + k) % 256, (rows + cols) * 5], -1).astype(np.uint8)
+              for k in range(6)]
+    path = tmp_path / f"rgb-{write_mode}.beton"
+    writer = ffcv.writer.DatasetWriter(str(path), {"image": RGBImageField(write_mode=write_mode, jpeg_quality=95),
+                                                   "label": IntField()}, num_workers=1)
+    writer.from_indexed_dataset([(image, i) for i, image in enumerate(images)])
+    loader = Loader(str(path), batch_size=6, order=OrderOption.SEQUENTIAL,
+                    pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]})
+    decoded, labels = next(iter(loader))
+    assert labels.ravel().tolist() == list(range(6))
+    expected = np.stack(images).astype(np.int16)
+    error = np.abs(np.asarray(decoded).astype(np.int16) - expected)
+    assert error.max() == 0 if write_mode == "raw" else (error.mean() < 2 and error.max() <= 10)
