@@ -29,18 +29,21 @@ def launch(options: SearchOptions, *, stream: TextIO | None = None, live: bool |
 
     trackers: list[TrackerProcess] = []
 
+    def start_tracker(name: str, tracking_uri: str, space: Any) -> None:
+        # The writer process opens nothing until asked: started here, its imports overlap the
+        # controller's remaining preparation (the space's energy reference).
+        artifact_location = default_artifact_location(options.root, name) \
+            if tracking_uri == default_tracking_uri(options.root) else None
+        trackers.append(TrackerProcess(tracking_uri, name, objectives=dict(space.objectives),
+                                       artifact_location=artifact_location))
+
     def check_tracking(name: str, tracking_uri: str, space: Any) -> None:
-        artifact_location = None
         if tracking_uri == default_tracking_uri(options.root):
-            artifact_location = default_artifact_location(options.root, name)
             adopt_run_folder(options.root)  # a copied or moved run folder logs to its own artifacts
-        tracker = TrackerProcess(tracking_uri, name, objectives=dict(space.objectives),
-                                 artifact_location=artifact_location)
-        trackers.append(tracker)
-        tracker.check_reachable()
+        trackers[0].check_reachable()
 
     try:
-        prepared = prepare_search(options, before_create=check_tracking)
+        prepared = prepare_search(options, before_create=check_tracking, when_checked=start_tracker)
     except BaseException:
         for unused in trackers:
             unused.close()

@@ -32,12 +32,16 @@ def _default_name(space_name: str) -> str:
 
 
 def prepare_search(options: SearchOptions,
-                   before_create: Callable[[str, str, Any], None] | None = None) -> PreparedSearch:
+                   before_create: Callable[[str, str, Any], None] | None = None,
+                   when_checked: Callable[[str, str, Any], None] | None = None) -> PreparedSearch:
     """Validate the options and open (or create) the study; raise ``NasError`` on bad input.
 
     Everything a user can get wrong is checked before anything is written; ``before_create(name,
     tracking_uri, space)`` runs after every check, holding the name's lock (the launcher uses it to
-    make sure the tracking store answers). The returned search holds the lock until ``release()``.
+    make sure the tracking store answers). ``when_checked`` (same arguments) runs as soon as the
+    options passed their checks, before the seconds of the space's energy reference: the launcher
+    starts its MLflow writer there, whose imports then overlap that work. The returned search holds
+    the lock until ``release()``.
     """
     import optuna
 
@@ -80,6 +84,8 @@ def prepare_search(options: SearchOptions,
     if options.resume:
         _check_unfinished(storage_url, name, trials)
     tracking_uri = options.tracking_uri or default_tracking_uri(root)
+    if when_checked is not None:
+        when_checked(name, tracking_uri, space)
 
     reference = None if exists else _space_reference(space, options.data_src)
     # Every check passed: from here on things are written, under the name's lock (the first write).
