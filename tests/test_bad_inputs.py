@@ -418,3 +418,42 @@ def test_a_disk_that_fills_during_data_build_fails_promptly_and_keeps_nothing(
         _store.build("mnist", out=folder)
     assert time.monotonic() - started < 120
     assert sorted(p.name for p in folder.iterdir()) == [".mnist.lock"], "a partial file was kept"
+
+
+def test_prepare_calls_when_checked_before_the_reference_and_before_create_under_the_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The launcher starts its MLflow writer in when_checked so that its imports overlap the energy
+    # reference; only before_create, under the name's lock, may let anything write.
+    import nas.search.prepare as prepare
+    from nas.errors import NasError
+
+    space = tmp_path / "tiny.py"
+    space.write_text(tiny_space(epochs=1, trials=1, train=64))
+    root = tmp_path / "runs"
+    calls: list[str] = []
+    real_reference = prepare._space_reference
+
+    def reference(*args: object) -> dict[str, float]:
+        calls.append("reference")
+        return real_reference(*args)
+
+    def when_checked(name: str, tracking_uri: str, _space: object) -> None:
+        calls.append("when_checked")
+        assert not (root / name).exists() and not (root / "optuna.db").exists(), "written before the checks ended"
+
+    def before_create(name: str, tracking_uri: str, _space: object) -> None:
+        calls.append("before_create")
+        assert prepare.runs.SearchLock(root, name).path.is_file(), "before_create runs under the name's lock"
+
+    monkeypatch.setattr(prepare, "_space_reference", reference)
+    prepared = prepare_search(SearchOptions(space=str(space), name="order", root=str(root), trials=1),
+                              before_create=before_create, when_checked=when_checked)
+    prepared.release()
+    assert calls == ["when_checked", "reference", "before_create"]
+
+    # Bad options fail before when_checked: no writer is ever started for them.
+    calls.clear()
+    with pytest.raises(NasError, match="already exists"):
+        prepare_search(SearchOptions(space=str(space), name="order", root=str(root), trials=1),
+                       before_create=before_create, when_checked=when_checked)
+    assert calls == []
