@@ -301,8 +301,9 @@ def make_loaders(
     The yielded tensors live in FFCV's reused buffers: copy a batch to keep it past the next one.
     Order is seeded; the augmentation draws (numba's per-thread RNG, as in FFCV's own ops) are not.
 
-    Cost per new process, measured on the 2-core machine under heavy load (load average ~10):
-    ``import ffcv`` 8-28 s (mostly a numba typed-Dict compile at import in ``ffcv.fields.rgb_image``),
+    Cost per new process, measured on the 2-core machine under heavy load (load average ~10): a plain
+    ``import ffcv`` 8-28 s (mostly a numba typed-Dict compile at import in ``ffcv.fields.rgb_image``,
+    which :mod:`nas.data._ffcv` avoids: 0.3-0.4 s on a quiet machine, against 3.6-4.0 s),
     the first train epoch 4.4 s (1 worker) / 7.9 s (2 workers) and the first validation epoch
     3-5 s of numba compile; later epochs of mnist take 0.02-0.1 s. numba's on-disk cache cannot help:
     FFCV compiles generated closures without ``cache=True``. Keep worker processes alive.
