@@ -8,7 +8,7 @@ shared machine's drift hits both alike.
 
 Reported per run: the search's own clock (``finished in``: Ray Tune's run, Ray already up), the wall
 time of the whole command, and the normalised hypervolume of its complete trials, recomputed here
-for every run on one reference (val_acc 0 and the current code's energy bound of the space), since
+for every run on one reference (this tree's, from the space: val_acc 0 and its energy bound), since
 older commits normalised differently.
 
     .venv/bin/python benchmarks/bench_default_search.py --before 694dadf --rounds 3
@@ -47,27 +47,28 @@ def run_once(checkout: Path, root: Path) -> tuple[float, float]:
     return float(found.group(1)), wall
 
 
-def normalised_hypervolume(root: Path, energy_bound: float) -> tuple[float, int]:
-    """Hypervolume of the run's complete trials on (val_acc 0, ``energy_bound``), over the box; and their count."""
+def run_hypervolume(root: Path, reference: dict[str, float]) -> tuple[float, int]:
+    """The normalised hypervolume of the run's complete trials on ``reference``, and their count."""
     import numpy as np
     import optuna
 
-    from nas.results.pareto import hypervolume
+    from nas.results.pareto import hypervolume, normalised_hypervolume
 
     url = f"sqlite:///{root / 'optuna.db'}"
     (name,) = optuna.study.get_all_study_names(url)
     study = optuna.load_study(study_name=name, storage=url)
     points = np.array([t.values for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
-    volume = hypervolume(points, list(OBJECTIVES.values()), [0.0, energy_bound]) if len(points) else 0.0
-    return volume / energy_bound, len(points)
+    volume = hypervolume(points, list(OBJECTIVES.values()), [reference[m] for m in OBJECTIVES]) if len(points) else 0.0
+    return float(normalised_hypervolume(volume, OBJECTIVES, reference)), len(points)
 
 
-def energy_bound() -> float:
-    """This tree's reference energy of the default space (its worst case: every neuron firing at every step)."""
+def this_reference() -> dict[str, float]:
+    """This tree's hypervolume reference of the default space (val_acc 0, the energy of every neuron
+    firing at every step)."""
     from nas.search.reference import space_reference
     from nas.space import load_space
 
-    return float(space_reference(load_space(REPO / SPACE))["energy_uj"])
+    return {m: float(v) for m, v in space_reference(load_space(REPO / SPACE)).items()}
 
 
 def main() -> None:
@@ -78,26 +79,29 @@ def main() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    bound = energy_bound()
+    reference = this_reference()
     scratch = Path(tempfile.mkdtemp(prefix="nas-bench-default-"))
     before = scratch / "before"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True,
-                   capture_output=True)
+    added = subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before],
+                           capture_output=True, text=True)
+    if added.returncode != 0:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise SystemExit(f"--before {args.before}: cannot check it out ({added.stderr.strip().splitlines()[-1]})")
     rows: dict[str, list[tuple[float, float, float, int]]] = {"before": [], "now": []}
     try:
         for round_number in range(args.rounds):
             for who, checkout in (("before", before), ("now", REPO)):
                 root = scratch / f"{who}-{round_number}"
                 search_s, wall_s = run_once(checkout, root)
-                hv, complete = normalised_hypervolume(root, bound)
+                hv, complete = run_hypervolume(root, reference)
                 rows[who].append((search_s, wall_s, hv, complete))
                 print(f"{who:>6} round {round_number}: search {search_s:.0f} s, wall {wall_s:.1f} s, "
                       f"normalised hypervolume {hv:.4f} ({complete} complete trials)", flush=True)
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], capture_output=True)
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"\n{SPACE} with its defaults, {args.rounds} runs each, alternating; reference val_acc 0, "
-          f"energy_uj {bound:.4g}; load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"\n{SPACE} with its defaults, {args.rounds} runs each, alternating; reference {reference}; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
     medians = {who: [statistics.median(r[i] for r in runs) for i in range(3)] for who, runs in rows.items()}
     for who, (search_s, wall_s, hv) in medians.items():
         print(f"{who:>6}: median search {search_s:.0f} s, wall {wall_s:.1f} s, normalised hypervolume {hv:.4f}")
