@@ -20,3 +20,17 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("NAS_DATA_DIR", None)
     else:
         os.environ["NAS_DATA_DIR"] = old
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test: where the default search runs its trials, and the condition of
+    the CPU BatchNorm kernels (nas.snn.norm)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

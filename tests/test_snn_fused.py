@@ -290,6 +290,7 @@ def test_fast_max_pool_matches_nchw_pool_with_ties(pool_args: tuple[int, ...]) -
         )
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_snnmlp_fast_paths_match_the_plain_model_to_rounding() -> None:
     """SNN-MLP's fast paths (channels-last convs and norms, fused scans) change only float rounding."""
     from nas.snn import SNNMLP, SNNMLPConfig
@@ -312,6 +313,7 @@ def test_snnmlp_fast_paths_match_the_plain_model_to_rounding() -> None:
 
 
 @pytest.mark.parametrize("time_steps", [1, 2])
+@pytest.mark.usefixtures("one_thread")
 def test_resformer_fast_paths_match_the_plain_model_to_rounding(time_steps: int) -> None:
     """SpikingResformer's fast paths (channels-last convs and BatchNorm, fused neurons, pool kernels)
     change only float rounding (no spike flips on this input: logits agree to ~1e-7)."""
@@ -350,6 +352,7 @@ def _same_to_rounding(fast: torch.nn.Module, plain: torch.nn.Module) -> None:
         torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-3, atol=1e-5, msg=name)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_mixer_conv_pool_stem_fast_path_matches_the_plain_model_to_rounding() -> None:
     """Mixer-SNN's channels-last conv_pool stem changes only float rounding (no spike flips here)."""
     from nas.snn import MixerSNN, MixerSNNConfig
