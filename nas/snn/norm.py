@@ -1,9 +1,11 @@
 """BatchNorm with a CPU fast path for training: the numba kernels of :mod:`nas.snn._norm_kernel`.
 
 ``BatchNorm1d`` and ``BatchNorm2d`` are PyTorch's modules (same parameters, buffers, state dict,
-eval mode, export) whose training-mode forward on a 1-thread CPU computes the batch statistics, the
-normalisation and its gradient with those kernels: 3-8x faster forward than PyTorch's on the zoo's
-NCHW maps and token BNs (see the kernel module), the backward as fast or faster. Running statistics
+eval mode, export) whose training-mode forward of a contiguous ``[N, C, ...]`` float32 input on a
+1-thread CPU computes the batch statistics, the normalisation and its gradient with those kernels:
+3-8x faster forward than PyTorch's on the zoo's NCHW maps and token BNs (see the kernel module), the
+backward as fast or faster. On more threads PyTorch's parallel kernel runs (on 2 threads it was as
+fast as these on one). Running statistics
 are updated as PyTorch does (unbiased variance, momentum or the cumulative average). Results differ
 from ``torch.nn.BatchNorm*`` in float rounding only. Modules built inside
 ``nas.snn.fastpath.cpu_fast_paths(False)`` are plain PyTorch.
@@ -21,20 +23,9 @@ from torch.autograd.function import once_differentiable
 from nas.snn.fastpath import cpu_fast_paths_enabled, eager_cpu_float32
 
 
-def _kernel_view(t: torch.Tensor, inner: bool) -> Any:
-    """``t`` as the kernels' ``[M, C]`` (channels-last, ``inner``) or ``[N, C, R]`` numpy view."""
-    if inner:
-        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).numpy()
+def _kernel_view(t: torch.Tensor) -> Any:
+    """A contiguous ``[N, C, ...]`` tensor as the kernels' ``[N, C, R]`` numpy view."""
     return t.reshape(t.shape[0], t.shape[1], -1).numpy()
-
-
-def _layout(x: torch.Tensor) -> bool | None:
-    """False for the kernels' ``[N, C, R]`` layout, True for channels-last, None when neither applies."""
-    if x.dim() >= 3 and x.is_contiguous():
-        return False
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return True
-    return None
 
 
 class _BatchNormFunction(torch.autograd.Function):
@@ -43,15 +34,14 @@ class _BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,  # type: ignore[override]
-                mean: np.ndarray, invstd: np.ndarray, inner: bool) -> torch.Tensor:
+                mean: np.ndarray, invstd: np.ndarray) -> torch.Tensor:
         from nas.snn import _norm_kernel
 
         scale = invstd * weight.detach().numpy().astype(np.float64)
         y = torch.empty_like(x)
-        normalise = _norm_kernel.normalise_inner if inner else _norm_kernel.normalise_middle
-        normalise(_kernel_view(x, inner), mean, scale, bias.detach().numpy().astype(np.float64), _kernel_view(y, inner))
+        _norm_kernel.normalise(_kernel_view(x), mean, scale, bias.detach().numpy().astype(np.float64), _kernel_view(y))
         ctx.save_for_backward(x, weight)
-        ctx.stats = (mean, invstd, inner)
+        ctx.stats = (mean, invstd)
         return y
 
     @staticmethod
@@ -60,14 +50,14 @@ class _BatchNormFunction(torch.autograd.Function):
         from nas.snn import _norm_kernel
 
         x, weight = ctx.saved_tensors
-        mean, invstd, inner = ctx.stats
-        g = g.contiguous(memory_format=torch.channels_last if inner else torch.contiguous_format)
+        mean, invstd = ctx.stats
+        g = g.contiguous()
         chans = x.shape[1]
         count = x.numel() // chans
         sum_g = np.empty(chans, np.float64)
         sum_gx = np.empty(chans, np.float64)
-        g_view, x_view = _kernel_view(g, inner), _kernel_view(x, inner)
-        (_norm_kernel.grad_sums_inner if inner else _norm_kernel.grad_sums_middle)(g_view, x_view, mean, sum_g, sum_gx)
+        g_view, x_view = _kernel_view(g), _kernel_view(x)
+        _norm_kernel.grad_sums(g_view, x_view, mean, sum_g, sum_gx)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             # d/dx of the normalisation through mean and variance, one affine in g and x - mean:
@@ -76,13 +66,12 @@ class _BatchNormFunction(torch.autograd.Function):
             b = -a * invstd * invstd * sum_gx / count
             k = -a * sum_g / count
             grad_x = torch.empty_like(x)
-            (_norm_kernel.grad_input_inner if inner else _norm_kernel.grad_input_middle)(
-                g_view, x_view, mean, a, b, k, _kernel_view(grad_x, inner))
+            _norm_kernel.grad_input(g_view, x_view, mean, a, b, k, _kernel_view(grad_x))
         if ctx.needs_input_grad[1]:
             grad_w = torch.from_numpy((sum_gx * invstd).astype(np.float32))
         if ctx.needs_input_grad[2]:
             grad_b = torch.from_numpy(sum_g.astype(np.float32))
-        return grad_x, grad_w, grad_b, None, None, None
+        return grad_x, grad_w, grad_b, None, None
 
 
 class _FastBatchNorm:
@@ -90,14 +79,14 @@ class _FastBatchNorm:
 
     def _fast_forward(self: Any, x: torch.Tensor) -> torch.Tensor | None:
         """The output by the kernels, or None where PyTorch's module must run (eval mode, no running
-        statistics or affine, several threads, tracing, another device, dtype or layout)."""
+        statistics or affine, several threads, tracing, another device or dtype, a channels-last or
+        strided input, a 2-D input)."""
         if not (self.fast and self.training and self.track_running_stats and self.affine):
             return None
         if not eager_cpu_float32(x) or torch.get_num_threads() != 1:
             return None
-        inner = _layout(x)
         count = x.numel() // x.shape[1] if x.dim() > 1 else 0
-        if inner is None or count < 2:  # PyTorch raises its own error for a single value per channel
+        if x.dim() < 3 or not x.is_contiguous() or count < 2:  # one value per channel: PyTorch's error
             return None
         self._check_input_dim(x)
         from nas.snn import _norm_kernel
@@ -105,7 +94,7 @@ class _FastBatchNorm:
         chans = x.shape[1]
         mean = np.empty(chans, np.float64)
         var = np.empty(chans, np.float64)
-        (_norm_kernel.stats_inner if inner else _norm_kernel.stats_middle)(_kernel_view(x.detach(), inner), mean, var)
+        _norm_kernel.stats(_kernel_view(x.detach()), mean, var)
         self.num_batches_tracked.add_(1)
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         with torch.no_grad():
@@ -113,7 +102,7 @@ class _FastBatchNorm:
             unbiased = torch.from_numpy(var * count / (count - 1)).float()
             self.running_var.mul_(1.0 - factor).add_(unbiased, alpha=factor)
         invstd = 1.0 / np.sqrt(var + self.eps)
-        return _BatchNormFunction.apply(x, self.weight, self.bias, mean, invstd, inner)
+        return _BatchNormFunction.apply(x, self.weight, self.bias, mean, invstd)
 
 
 class BatchNorm1d(_FastBatchNorm, nn.BatchNorm1d):
@@ -129,7 +118,7 @@ class BatchNorm1d(_FastBatchNorm, nn.BatchNorm1d):
 
 
 class BatchNorm2d(_FastBatchNorm, nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` with the CPU training fast path for NCHW and channels-last maps (see module doc)."""
+    """``nn.BatchNorm2d`` with the CPU training fast path for contiguous NCHW maps (see module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
