@@ -363,3 +363,29 @@ def test_mixer_conv_pool_stem_fast_path_matches_the_plain_model_to_rounding() ->
     fast, plain = _fast_and_plain(lambda: MixerSNN(cfg))
     assert fast.stem_channels_last and not plain.stem_channels_last
     _same_to_rounding(fast, plain)
+
+
+def test_token_linear_matches_linear_to_rounding() -> None:
+    """TokenLinear's fast path (a 1x1 convolution of the grid's channels-last view) against nn.Linear:
+    output and every gradient to float rounding, a contiguous output; other inputs run nn.Linear."""
+    from nas.snn.layers import TokenLinear
+
+    torch.manual_seed(3)
+    fast = TokenLinear(12, 20)
+    with cpu_fast_paths(False):
+        plain = TokenLinear(12, 20)
+    plain.load_state_dict(fast.state_dict())
+    assert fast.grid_as_conv and not plain.grid_as_conv
+    grid = torch.randn(6, 5, 7, 12)
+    a, b = grid.clone().requires_grad_(), grid.clone().requires_grad_()
+    ya, yb = fast(a), plain(b)
+    assert ya.shape == (6, 5, 7, 20) and ya.is_contiguous()
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+    g = torch.randn(ya.shape)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-4)
+    for other in (torch.randn(6, 35, 12), grid.transpose(1, 2)):  # 3-D, and a strided grid
+        assert torch.equal(fast(other), plain(other))

@@ -119,6 +119,29 @@ class MaxPool2d(nn.MaxPool2d):
         return pooled.contiguous()
 
 
+class TokenLinear(nn.Linear):
+    """``nn.Linear`` over the channels of a token grid ``[N, H, W, C]``, with a CPU fast path: the
+    product runs as a 1x1 convolution of the grid's memory read as a channels-last ``[N, C, H, W]`` map
+    (no copy; the output ``[N, H, W, out]`` is contiguous).
+
+    PyTorch's CPU linear calls MKL, whose float32 GEMM on this AMD EPYC reaches 70-95 GFLOP/s, while
+    oneDNN's 1x1 convolution over the same memory reaches 95-175 (forward + backward, 1 thread, on
+    Mixer-SNN's channel MLPs: [64, 196, 36] -> 108 4.4 against 2.0 ms, [64, 49, 216] -> 72 3.1 against
+    1.7 ms). Results differ in float rounding only. Other inputs, tracing and modules built inside
+    ``cpu_fast_paths(False)`` run ``nn.Linear``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.grid_as_conv = cpu_fast_paths_enabled()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grid_as_conv and x.dim() == 4 and x.is_contiguous() and eager_cpu_float32(x):
+            kernel = self.weight.view(self.out_features, self.in_features, 1, 1)
+            return nn.functional.conv2d(x.permute(0, 3, 1, 2), kernel, self.bias).permute(0, 2, 3, 1)
+        return super().forward(x)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drop the whole residual branch per sample while training."""
 

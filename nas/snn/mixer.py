@@ -19,6 +19,7 @@ from nas.snn.fastpath import cpu_fast_paths_enabled
 from nas.snn.layers import (
     MaxPool2d,
     Seq,
+    TokenLinear,
     apply_data_info,
     as_int_tuple,
     check_choice,
@@ -152,18 +153,18 @@ class ChannelBlock(nn.Module):
 
     def __init__(self, dim: int, hidden: int, n: int, neuron_cfg: NeuronConfig) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = TokenLinear(dim, hidden)
         self.bn1 = BatchNorm1d(n * n)
         self.lif = make_neuron(neuron_cfg)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = TokenLinear(hidden, dim)
         self.bn2 = BatchNorm1d(n * n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, b, c, h, w = x.shape
-        tokens = x.flatten(3).transpose(2, 3).flatten(0, 1)  # [N, HW, C]
-        u = self.bn1(self.fc1(tokens))
+        grid = x.permute(0, 1, 3, 4, 2).flatten(0, 1).contiguous()  # [N, H, W, C]
+        u = self.bn1(self.fc1(grid).flatten(1, 2))  # BN per position of [N, HW, hidden]
         s = self.lif(u.unflatten(0, (t, b))).flatten(0, 1)
-        y = self.bn2(self.fc2(s))
+        y = self.bn2(self.fc2(s.unflatten(1, (h, w))).flatten(1, 2))
         return y.transpose(1, 2).reshape(t, b, c, h, w)
 
 
