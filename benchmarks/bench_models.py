@@ -10,8 +10,9 @@ Run: ``.venv/bin/python benchmarks/bench_models.py --threads 1`` (``--help`` for
 2. The median sampled candidate of every shipped space (40 configs drawn with seed 0, median by
    parameter count, as ``bench_candidates.py`` picks them) at batch 64, 28x28x1, one full training
    step as ``nas.train`` runs it (forward, label-smoothed cross-entropy, backward, gradient clipping,
-   AdamW): built now and built as before (``cpu_fast_paths(False)``: spikingjelly's neurons and the
-   torch scan), from the same seed. FLOPs of forward + backward come from
+   AdamW, the same fused one on both sides): built now and built as before (``cpu_fast_paths(False)``:
+   spikingjelly's neurons, the torch scan, PyTorch's max-pool, BatchNorm and Linear, NCHW layouts), from
+   the same seed. FLOPs of forward + backward come from
    ``torch.utils.flop_counter``; the GEMM peak is a 1024^3 fp32 matmul timed in the same run.
 3. (``--first-call``) The first fused forward + backward in a fresh process, with numba's on-disk
    cache cold (a new cache folder) and warm: what a new Ray worker pays once.
