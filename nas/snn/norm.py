@@ -75,7 +75,16 @@ class _BatchNormFunction(torch.autograd.Function):
 
 
 class _FastBatchNorm:
-    """The training-mode fast path shared by :class:`BatchNorm1d` and :class:`BatchNorm2d`."""
+    """The training-mode fast path shared by :class:`BatchNorm1d` and :class:`BatchNorm2d` (mixed in
+    before PyTorch's class, whose ``forward`` runs where the kernels do not apply)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast = cpu_fast_paths_enabled()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fast = self._fast_forward(x)
+        return super().forward(x) if fast is None else fast  # type: ignore[misc]
 
     def _fast_forward(self: Any, x: torch.Tensor) -> torch.Tensor | None:
         """The output by the kernels, or None where PyTorch's module must run (eval mode, no running
@@ -108,22 +117,6 @@ class _FastBatchNorm:
 class BatchNorm1d(_FastBatchNorm, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` with the CPU training fast path for ``[N, C, L]`` inputs (see module doc)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fast = cpu_fast_paths_enabled()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fast = self._fast_forward(x)
-        return super().forward(x) if fast is None else fast
-
 
 class BatchNorm2d(_FastBatchNorm, nn.BatchNorm2d):
     """``nn.BatchNorm2d`` with the CPU training fast path for contiguous NCHW maps (see module doc)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fast = cpu_fast_paths_enabled()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fast = self._fast_forward(x)
-        return super().forward(x) if fast is None else fast
