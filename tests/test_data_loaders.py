@@ -182,3 +182,20 @@ def test_rgb_image_fields_round_trip_after_the_fast_ffcv_import(tmp_path: Path, 
     expected = np.stack(images).astype(np.int16)
     error = np.abs(np.asarray(decoded).astype(np.int16) - expected)
     assert error.max() == 0 if write_mode == "raw" else (error.mean() < 2 and error.max() <= 10)
+
+
+def test_loaders_share_one_compiled_sample_reader(data_dir: Path) -> None:
+    """FFCV's OS-cache reader is compiled once per process (nas.data._ffcv), not once per loader, and
+    slices the sample that starts at an address."""
+    from ffcv.memory_managers.os_cache import OSCacheManager
+
+    from nas.data import _ffcv
+
+    train, val, _ = data.make_loaders("digits", batch_size=16, data_dir=data_dir, num_workers=1)
+    readers = {id(loader.memory_manager.compile_reader()) for loader in (train, val)}
+    assert len(readers) == 1 and OSCacheManager.compile_reader is _ffcv._compile_reader_once
+    read = train.memory_manager.compile_reader()
+    file_bytes = np.arange(20, dtype=np.uint8)
+    starts, sizes = np.array([0, 5, 12], np.uint64), np.array([5, 7, 8], np.uint64)
+    assert read(np.uint64(5), (file_bytes, starts, sizes)).tolist() == list(range(5, 12))
+    assert read(np.uint64(12), (file_bytes, starts, sizes)).tolist() == list(range(12, 20))
