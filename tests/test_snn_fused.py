@@ -290,7 +290,6 @@ def test_fast_max_pool_matches_nchw_pool_with_ties(pool_args: tuple[int, ...]) -
         )
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_snnmlp_fast_paths_match_the_plain_model_to_rounding() -> None:
     """SNN-MLP's fast paths (channels-last convs and norms, fused scans) change only float rounding."""
     from nas.snn import SNNMLP, SNNMLPConfig
@@ -313,7 +312,6 @@ def test_snnmlp_fast_paths_match_the_plain_model_to_rounding() -> None:
 
 
 @pytest.mark.parametrize("time_steps", [1, 2])
-@pytest.mark.usefixtures("one_thread")
 def test_resformer_fast_paths_match_the_plain_model_to_rounding(time_steps: int) -> None:
     """SpikingResformer's fast paths (channels-last convs and BatchNorm, fused neurons, pool kernels)
     change only float rounding (no spike flips on this input: logits agree to ~1e-7)."""

@@ -116,3 +116,29 @@ def test_recipe_rejects_bad_values() -> None:
         TrainRecipe(optimizer="adam")
     with pytest.raises(ValueError, match="batch_size"):
         TrainRecipe(batch_size=0)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_optimizers_are_fused_and_match_the_per_tensor_update(optimizer: str) -> None:
+    """make_optimizer's fused AdamW / Nesterov SGD: same parameters as PyTorch's per-tensor update
+    after five steps, to float rounding; no weight decay on 1-D parameters."""
+    from nas.train import make_optimizer, parameter_groups
+
+    recipe = TrainRecipe(optimizer=optimizer, lr=0.05)
+    torch.manual_seed(0)
+    fused_model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    plain_model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    plain_model.load_state_dict(fused_model.state_dict())
+    fused = make_optimizer(fused_model, recipe)
+    assert all(group["fused"] for group in fused.param_groups)
+    groups = parameter_groups(plain_model, recipe.weight_decay)
+    plain = (torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True, foreach=False)
+             if optimizer == "sgd" else torch.optim.AdamW(groups, lr=recipe.lr, foreach=False))
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    for _ in range(5):
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

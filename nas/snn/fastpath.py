@@ -2,8 +2,8 @@
 
 Modules read it when they are built: spiking neurons (``make_neuron``: the fused kernels of
 :mod:`nas.snn.fused`), SNN-MLP's spatial scan (:mod:`nas.snn.scan`), max-pooling
-(:class:`nas.snn.layers.MaxPool2d`), training-mode BatchNorm (:mod:`nas.snn.norm`), Mixer-SNN's channel
-MLPs (:class:`nas.snn.layers.TokenLinear`) and the channels-last layouts of SNN-MLP, SpikingResformer and
+(:class:`nas.snn.layers.MaxPool2d`), Mixer-SNN's training-mode BatchNorm (:mod:`nas.snn.norm`) and channel
+MLPs (:class:`nas.snn.layers.TokenLinear`), and the channels-last layouts of SNN-MLP, SpikingResformer and
 Mixer-SNN's stem. The fast paths compute the same results (see each module for how exactly); the switch
 exists to measure and test one against the other, e.g. ``with cpu_fast_paths(False): before = MixerSNN(cfg)``.
 """

@@ -5,10 +5,12 @@ eval mode, export) whose training-mode forward of a contiguous ``[N, C, ...]`` f
 1-thread CPU computes the batch statistics, the normalisation and its gradient with those kernels:
 3-8x faster forward than PyTorch's on the zoo's NCHW maps and token BNs (see the kernel module), the
 backward as fast or faster. On more threads PyTorch's parallel kernel runs (on 2 threads it was as
-fast as these on one). Running statistics
-are updated as PyTorch does (unbiased variance, momentum or the cumulative average). Results differ
-from ``torch.nn.BatchNorm*`` in float rounding only. Modules built inside
-``nas.snn.fastpath.cpu_fast_paths(False)`` are plain PyTorch.
+fast as these on one). Running statistics are updated as PyTorch does (unbiased variance, momentum or
+the cumulative average). Results differ from ``torch.nn.BatchNorm*`` in float rounding only. Modules
+built inside ``nas.snn.fastpath.cpu_fast_paths(False)`` are plain PyTorch.
+
+Mixer-SNN uses them (its maps and tokens are NCHW); SNN-MLP and SpikingResformer run channels-last on
+the CPU fast path, where PyTorch's own BatchNorm is the faster one, and keep ``nn.BatchNorm2d``.
 """
 
 from __future__ import annotations

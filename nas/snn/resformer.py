@@ -32,7 +32,6 @@ from nas.snn.layers import (
     repeat_time,
 )
 from nas.snn.neuron import NeuronConfig, make_neuron, reset_states
-from nas.snn.norm import BatchNorm2d
 
 # Each stem and how much it shrinks the image: 7x7 s2 conv + 3x3 s2 max-pool; 3x3 s1 conv; 3x3 conv + 2x2 max-pool.
 STEM_REDUCTION = {"imagenet": 4, "cifar": 1, "conv_pool": 2}
@@ -129,7 +128,7 @@ class SpikingResformerConfig:
 
 
 def _conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride, padding, groups=groups, bias=False), BatchNorm2d(c_out))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride, padding, groups=groups, bias=False), nn.BatchNorm2d(c_out))
 
 
 class DSSA(nn.Module):

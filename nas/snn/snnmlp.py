@@ -26,7 +26,6 @@ from nas.snn.layers import (
     config_from_dict,
     halving_resolutions,
 )
-from nas.snn.norm import BatchNorm2d
 from nas.snn.scan import spatial_lif_scan
 
 _NORMS = ("groupnorm", "batchnorm")
@@ -116,7 +115,7 @@ class SNNMLPConfig:
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
-    return nn.GroupNorm(1, channels) if kind == "groupnorm" else BatchNorm2d(channels)
+    return nn.GroupNorm(1, channels) if kind == "groupnorm" else nn.BatchNorm2d(channels)
 
 
 class SpatialLIF(nn.Module):
